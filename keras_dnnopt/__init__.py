@@ -1,6 +1,36 @@
 """keras_dnnopt: make Keras models smaller, faster and better trained, on Keras 3 and tf_keras.
 
-The Keras in use follows `tf.keras` (see `keras_dnnopt.backend`).
+The Keras in use follows `tf.keras` (see `keras_dnnopt.backend`): Keras 3 by default, tf_keras
+when `TF_USE_LEGACY_KERAS=1` is set before TensorFlow is imported.
+
+The whole public surface:
+
+- `keras_dnnopt.layers`: `SeparableConvBlock`, `InvertedResidualBlock`, `SqueezeExcite`,
+  `ConvBlock`.
+- `keras_dnnopt.models`: `mobilenet_v1`, `mobilenet_v2`, `plain_cnn`, `separable_variant`.
+- `keras_dnnopt.profiling`: `profile`, `measure_latency` (also re-exported here).
+- `keras_dnnopt.schedules`: warm-up cosine, restarts, step, exponential, polynomial, one-cycle,
+  cyclical schedules and `scale_learning_rate`.
+- `keras_dnnopt.callbacks`: `LRFinder`, `LearningRateMonitor`, `OneCycleMomentum`,
+  `GradientNormMonitor`, `ThroughputMonitor`.
+- `keras_dnnopt.distillation`: `Distiller`, `FeatureMatch`, `cache_teacher_outputs` and the losses.
 """
 
 __version__ = "0.1.0"
+
+from keras_dnnopt import callbacks, distillation, layers, models, profiling, schedules  # noqa: E402
+from keras_dnnopt.backend import keras_flavour  # noqa: E402
+from keras_dnnopt.profiling import measure_latency, profile  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "callbacks",
+    "distillation",
+    "keras_flavour",
+    "layers",
+    "measure_latency",
+    "models",
+    "profile",
+    "profiling",
+    "schedules",
+]

@@ -74,7 +74,8 @@ def assert_layer_works(make_layer, input_shape, num_classes=3):
         history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])
         after = model.get_weights()
-        assert any(not np.allclose(b, a) for b, a in zip(before, after)), "no weight changed"
+        changed = [not np.allclose(b, a) for b, a in zip(before, after, strict=True)]
+        assert any(changed), "no weight changed"
         expected = model.predict(x, verbose=0)
         restored = save_and_load(model)
         np.testing.assert_allclose(restored.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)

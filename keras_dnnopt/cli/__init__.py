@@ -1,0 +1,1 @@
+"""The `dnnopt` command line (see `keras_dnnopt.cli.main`)."""

@@ -14,18 +14,40 @@ The whole public surface:
 - `keras_dnnopt.callbacks`: `LRFinder`, `LearningRateMonitor`, `OneCycleMomentum`,
   `GradientNormMonitor`, `ThroughputMonitor`.
 - `keras_dnnopt.distillation`: `Distiller`, `FeatureMatch`, `cache_teacher_outputs` and the losses.
+- `keras_dnnopt.export`: `export_tflite`, `TFLiteModel`, `evaluate_tflite`, `compare_outputs`,
+  `benchmark_tflite`, `file_sizes`.
+- `keras_dnnopt.data`: `load_dataset`, `deduplicate`, `stratified_split`, `adapt_normalizer`,
+  `augmentation_layers`, `make_pipeline`.
+- `keras_dnnopt.evaluation`: `evaluate_report`, `F1Score`, `RootMeanSquaredError`.
+- `keras_dnnopt.visualization`: `grad_cam`, `find_last_conv_layer`, `saliency_map`,
+  `overlay_heatmap`, `plot_history`, `plot_schedule`, `plot_confusion_matrix`, `plot_sparsity`,
+  `plot_lr_finder`.
 """
 
 __version__ = "0.1.0"
 
-from keras_dnnopt import callbacks, distillation, layers, models, profiling, schedules  # noqa: E402
+from keras_dnnopt import (  # noqa: E402
+    callbacks,
+    data,
+    distillation,
+    evaluation,
+    export,
+    layers,
+    models,
+    profiling,
+    schedules,
+    visualization,
+)
 from keras_dnnopt.backend import keras_flavour  # noqa: E402
 from keras_dnnopt.profiling import measure_latency, profile  # noqa: E402
 
 __all__ = [
     "__version__",
     "callbacks",
+    "data",
     "distillation",
+    "evaluation",
+    "export",
     "keras_flavour",
     "layers",
     "measure_latency",
@@ -33,4 +55,5 @@ __all__ = [
     "profile",
     "profiling",
     "schedules",
+    "visualization",
 ]

@@ -244,6 +244,20 @@ def test_student_saves_and_loads_after_distillation(tmp_path):
     np.testing.assert_array_equal(restored.predict(x, verbose=0), expected)
 
 
+def test_distiller_weights_checkpoint_and_restore(tmp_path):
+    # `save_weights` / ModelCheckpoint(save_weights_only=True) / keras-tuner need it built.
+    x, y = data()
+    distiller = compiled(Distiller(mlp(8, "teacher"), mlp(4, "student")))
+    assert distiller.built
+    path = str(tmp_path / "distiller.weights.h5")
+    checkpoint = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[checkpoint])
+    expected = distiller.student.predict(x, verbose=0)
+    fresh = Distiller(mlp(8, "teacher"), mlp(4, "student"))
+    fresh.load_weights(path)
+    np.testing.assert_allclose(fresh.student.predict(x, verbose=0), expected, atol=1e-6)
+
+
 def test_get_config_round_trip():
     distiller = Distiller([mlp(8, "t1"), mlp(8, "t2")], mlp(4, "student"), temperature=3.0,
                           alpha=0.25, distillation_loss="mse")

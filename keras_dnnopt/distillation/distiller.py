@@ -156,6 +156,11 @@ class Distiller(keras.Model):
         self._distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self._feature_loss_tracker = (
             keras.metrics.Mean(name="feature_loss") if matches else None)
+        # Teachers, student and projections already hold their weights, so the Distiller is
+        # built: without this `save_weights`, `ModelCheckpoint(save_weights_only=True)` and
+        # keras-tuner's checkpoints refuse it as "not yet built".
+        if student.built:
+            self.built = True
 
     @property
     def teacher(self):

@@ -19,6 +19,10 @@ The whole public surface:
 - `keras_dnnopt.data`: `load_dataset`, `deduplicate`, `stratified_split`, `adapt_normalizer`,
   `augmentation_layers`, `make_pipeline`.
 - `keras_dnnopt.evaluation`: `evaluate_report`, `F1Score`, `RootMeanSquaredError`.
+- `keras_dnnopt.tuning`: `MobileNetHyperModel`, `tune`, `RandomSearch`/`Hyperband`/
+  `BayesianOptimization` (keras-tuner, bridged to accept tf_keras models too), `cross_validate`.
+- `keras_dnnopt.distribute`: `get_strategy`, `split_cpu`, mixed precision (`enable_mixed_precision`,
+  `float32_output`), batch and learning-rate scaling, `fit_distributed` (multi-worker on Keras 3).
 - `keras_dnnopt.visualization`: `grad_cam`, `find_last_conv_layer`, `saliency_map`,
   `overlay_heatmap`, `plot_history`, `plot_schedule`, `plot_confusion_matrix`, `plot_sparsity`,
   `plot_lr_finder`.
@@ -30,12 +34,14 @@ from keras_dnnopt import (  # noqa: E402
     callbacks,
     data,
     distillation,
+    distribute,
     evaluation,
     export,
     layers,
     models,
     profiling,
     schedules,
+    tuning,
     visualization,
 )
 from keras_dnnopt.backend import keras_flavour  # noqa: E402
@@ -46,6 +52,7 @@ __all__ = [
     "callbacks",
     "data",
     "distillation",
+    "distribute",
     "evaluation",
     "export",
     "keras_flavour",
@@ -55,5 +62,6 @@ __all__ = [
     "profile",
     "profiling",
     "schedules",
+    "tuning",
     "visualization",
 ]

@@ -234,6 +234,20 @@ class BaseBlock(keras.layers.Layer):
             self._forward(self._built_input_shape, record)
         return found
 
+    def get_prunable_weights(self):
+        """The kernels magnitude pruning may sparsify: those of the block's `Conv2D`s.
+
+        The protocol of TF-MOT's `PrunableLayer`, which makes a block prunable by
+        `keras_dnnopt.compression.prune` (and `tfmot.sparsity.keras.prune_low_magnitude`)
+        like the built-in layers it is made of: as TF-MOT's registry does for those, the
+        depthwise kernels, biases and batch-norm weights are left dense.
+
+        Returns:
+            A list of variables (empty before the block is built).
+        """
+        return [layer.kernel for layer in self.sublayers
+                if type(layer) is keras.layers.Conv2D]  # exact class: not DepthwiseConv2D
+
     # ---- subclass interface -----------------------------------------------------------
 
     def _create_layers(self, input_shape):

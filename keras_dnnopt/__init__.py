@@ -14,6 +14,9 @@ The whole public surface:
 - `keras_dnnopt.callbacks`: `LRFinder`, `LearningRateMonitor`, `OneCycleMomentum`,
   `GradientNormMonitor`, `ThroughputMonitor`.
 - `keras_dnnopt.distillation`: `Distiller`, `FeatureMatch`, `cache_teacher_outputs` and the losses.
+- `keras_dnnopt.compression`: `prune`, `PruningCallback`, `strip_pruning`, `sparsity_report`
+  (both Kerases: TF-MOT on tf_keras, native on Keras 3), `quantize` (QAT and PQAT/CQAT/PCQAT,
+  tf_keras), `cluster`, `strip_clustering` (both Kerases).
 - `keras_dnnopt.export`: `export_tflite`, `TFLiteModel`, `evaluate_tflite`, `compare_outputs`,
   `benchmark_tflite`, `file_sizes`.
 - `keras_dnnopt.data`: `load_dataset`, `deduplicate`, `stratified_split`, `adapt_normalizer`,
@@ -32,6 +35,7 @@ __version__ = "0.1.0"
 
 from keras_dnnopt import (  # noqa: E402
     callbacks,
+    compression,
     data,
     distillation,
     distribute,
@@ -50,6 +54,7 @@ from keras_dnnopt.profiling import measure_latency, profile  # noqa: E402
 __all__ = [
     "__version__",
     "callbacks",
+    "compression",
     "data",
     "distillation",
     "distribute",

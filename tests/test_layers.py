@@ -100,11 +100,12 @@ BLOCKS = [
                      use_batch_norm=False, padding="valid")),
     (SeparableConvBlock, dict(filters=8)),
     (SeparableConvBlock, dict(filters=6, strides=2, depth_multiplier=2, dropout=0.1,
-                              kernel_regularizer=1e-4, activation="leaky_relu")),
+                              kernel_regularizer=1e-4, activation="leaky_relu",
+                              batch_norm_momentum=0.9)),
     (InvertedResidualBlock, dict(filters=4)),  # residual add
     (InvertedResidualBlock, dict(filters=8, expansion=1, strides=2, use_batch_norm=False)),
     (InvertedResidualBlock, dict(filters=4, se_ratio=0.25, dropout=0.2, activation="hard_swish",
-                                 kernel_regularizer="l2")),
+                                 kernel_regularizer="l2", batch_norm_momentum=0.9)),
     (SqueezeExcite, dict()),
     (SqueezeExcite, dict(se_ratio=0.5, divisor=1, gate="sigmoid", kernel_regularizer="l1_l2")),
 ]
@@ -248,6 +249,55 @@ def test_regularizer_instance_round_trips():
     np.testing.assert_allclose([config["l1"], config["l2"]], [0.1, 0.2], rtol=1e-6)
 
 
+BN_BLOCKS = [
+    (ConvBlock, dict(filters=4), 1),
+    (SeparableConvBlock, dict(filters=4), 2),
+    (InvertedResidualBlock, dict(filters=4, se_ratio=0.25), 3),
+]
+
+
+def _batch_norms(block):
+    return [layer for layer in block.sublayers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("momentum", [None, 0.9])
+@pytest.mark.parametrize("cls, kwargs, num_bn", BN_BLOCKS,
+                         ids=[cls.__name__ for cls, _, _ in BN_BLOCKS])
+def test_batch_norm_momentum_reaches_every_batch_norm_and_round_trips(cls, kwargs, num_bn,
+                                                                      momentum):
+    if momentum is not None:
+        kwargs = {**kwargs, "batch_norm_momentum": momentum}
+    expected = 0.99 if momentum is None else momentum  # Keras' default by default
+    block = cls(**kwargs)
+    block.build((None, *INPUT_SHAPE))
+    batch_norms = _batch_norms(block)
+    assert len(batch_norms) == num_bn
+    assert all(bn.momentum == pytest.approx(expected) for bn in batch_norms)
+    # The option changes no weight: same count as with Keras' default.
+    reference = cls(**{k: v for k, v in kwargs.items() if k != "batch_norm_momentum"})
+    reference.build((None, *INPUT_SHAPE))
+    assert block.count_params() == reference.count_params()
+    clone = assert_config_round_trip(block)
+    assert clone.get_config()["batch_norm_momentum"] == pytest.approx(expected)
+    clone.build((None, *INPUT_SHAPE))
+    assert all(bn.momentum == pytest.approx(expected) for bn in _batch_norms(clone))
+
+
+def test_batch_norm_momentum_sets_the_moving_statistics_update():
+    # Keras: moving = momentum * moving + (1 - momentum) * batch, from moving_mean = 0.
+    block = ConvBlock(4, kernel_size=1, batch_norm_momentum=0.25, name="b")
+    x = np.random.default_rng(4).normal(1.0, 1.0, size=(8, *INPUT_SHAPE)).astype("float32")
+    block(x, training=True)
+    batch_mean = np.asarray(block.conv(x)).mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(np.asarray(block.bn.moving_mean), 0.75 * batch_mean,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_squeeze_excite_has_no_batch_norm_momentum_in_its_config():
+    assert "batch_norm_momentum" not in SqueezeExcite().get_config()
+
+
 def test_build_rejects_non_image_input():
     with pytest.raises(ValueError, match=r"expects inputs of shape \(batch, height, width"):
         ConvBlock(4).build((None, 8, 4))
@@ -264,6 +314,14 @@ INVALID = [
     (ConvBlock, dict(filters=4, padding="causal"), r"`padding` must be one of 'same', 'valid'"),
     (ConvBlock, dict(filters=4, activation="swish2"), r"`activation` must be one of"),
     (ConvBlock, dict(filters=4, use_batch_norm=1), r"`use_batch_norm` must be a bool"),
+    (ConvBlock, dict(filters=4, batch_norm_momentum=-0.1),
+     r"`batch_norm_momentum` must be in \[0, 1\). Received: batch_norm_momentum=-0.1"),
+    (SeparableConvBlock, dict(filters=4, batch_norm_momentum=1.0),
+     r"`batch_norm_momentum` must be in \[0, 1\). Received: batch_norm_momentum=1.0"),
+    (InvertedResidualBlock, dict(filters=4, batch_norm_momentum="x"),
+     r"`batch_norm_momentum` must be a number. Received: batch_norm_momentum='x'"),
+    (InvertedResidualBlock, dict(filters=4, batch_norm_momentum=1.0),
+     r"`batch_norm_momentum` must be in \[0, 1\)"),
     (SeparableConvBlock, dict(filters=4, dropout=1.0), r"`dropout` must be in \[0, 1\)"),
     (SeparableConvBlock, dict(filters=4, dropout=-0.1), r"`dropout` must be in \[0, 1\)"),
     (SeparableConvBlock, dict(filters=4, depth_multiplier=0), r"`depth_multiplier` must be > 0"),
@@ -289,6 +347,9 @@ INVALID = [
 VALID_BOUNDARIES = [
     (ConvBlock, dict(filters=1, kernel_size=1, strides=2, padding="valid")),
     (ConvBlock, dict(filters=4, activation=None)),
+    (ConvBlock, dict(filters=4, batch_norm_momentum=0.0)),
+    (SeparableConvBlock, dict(filters=4, batch_norm_momentum=0.5)),
+    (InvertedResidualBlock, dict(filters=4, batch_norm_momentum=0.0)),
     (SeparableConvBlock, dict(filters=4, dropout=0.0, depth_multiplier=1)),
     (SeparableConvBlock, dict(filters=4, dropout=0.999)),
     (SeparableConvBlock, dict(filters=4, kernel_regularizer=1e-12)),

@@ -152,6 +152,39 @@ def test_kernel_regularizer_reaches_every_kernel():
     assert len(model.losses) == 1 + 2 * 13 + 1
 
 
+def _batch_norms(model):
+    return [layer for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+@pytest.mark.parametrize("momentum", [None, 0.9])
+def test_batch_norm_momentum_reaches_every_batch_norm(builder, momentum):
+    kwargs = {} if momentum is None else {"batch_norm_momentum": momentum}
+    expected = 0.99 if momentum is None else momentum  # Keras' default by default
+    extra = {"se_ratio": 0.25} if builder is mobilenet_v2 else {}
+    model = builder((8, 8, 1), num_classes=3, alpha=0.25, **extra, **kwargs)
+    batch_norms = _batch_norms(model)
+    # stem + 13 x (1 or 2) for the V1 shape; stem + 16 x 3 + 1 x 2 + top for V2.
+    expected_count = {mobilenet_v1: 1 + 13 * 2, plain_cnn: 1 + 13, mobilenet_v2: 1 + 50 + 1}
+    assert len(batch_norms) == expected_count[builder]
+    assert all(bn.momentum == pytest.approx(expected) for bn in batch_norms)
+    # The option changes no weight.
+    reference = builder((8, 8, 1), num_classes=3, alpha=0.25, **extra)
+    assert model.count_params() == reference.count_params()
+    # The model config keeps it.
+    clone = keras.Model.from_config(model.get_config())
+    assert [bn.momentum for bn in _batch_norms(clone)] == pytest.approx(
+        [expected] * len(batch_norms))
+
+
+def test_batch_norm_momentum_survives_save_and_load(tmp_path):
+    model = mobilenet_v1((8, 8, 1), num_classes=3, alpha=0.25, batch_norm_momentum=0.9)
+    restored = save_and_load(model, str(tmp_path))
+    batch_norms = _batch_norms(restored)
+    assert batch_norms and all(bn.momentum == pytest.approx(0.9) for bn in batch_norms)
+
+
 # ---- the plain baseline ---------------------------------------------------------------
 
 
@@ -201,6 +234,12 @@ INVALID = [
     (dict(classifier_activation="softmaxx"), r"`classifier_activation` must be None"),
     (dict(include_top="yes"), r"`include_top` must be a bool"),
     (dict(use_batch_norm=None), r"`use_batch_norm` must be a bool"),
+    (dict(batch_norm_momentum=-0.1),
+     r"`batch_norm_momentum` must be in \[0, 1\). Received: batch_norm_momentum=-0.1"),
+    (dict(batch_norm_momentum=1.0),
+     r"`batch_norm_momentum` must be in \[0, 1\). Received: batch_norm_momentum=1.0"),
+    (dict(batch_norm_momentum="x"),
+     r"`batch_norm_momentum` must be a number. Received: batch_norm_momentum='x'"),
     (dict(kernel_regularizer="l5"), r"`kernel_regularizer` must be None"),
     (dict(min_feature_size=0), r"`min_feature_size` must be > 0"),
 ]
@@ -232,8 +271,11 @@ def test_invalid_se_ratio(value, match):
     [
         (mobilenet_v1, dict(num_classes=1, alpha=1e-2, dropout=0.0, min_feature_size=1,
                             depth_multiplier=2, pooling="max", classifier_activation="sigmoid")),
-        (mobilenet_v1, dict(num_classes=0, include_top=False, dropout=0.999)),
-        (mobilenet_v2, dict(num_classes=1, alpha=0.1, se_ratio=1.0, classifier_activation=None)),
+        (mobilenet_v1, dict(num_classes=0, include_top=False, dropout=0.999,
+                            batch_norm_momentum=0.0)),
+        (mobilenet_v2, dict(num_classes=1, alpha=0.1, se_ratio=1.0, classifier_activation=None,
+                            batch_norm_momentum=0.5)),
+        (plain_cnn, dict(num_classes=2, alpha=0.05, batch_norm_momentum=0.0)),
         (plain_cnn, dict(num_classes=1, alpha=0.05, kernel_regularizer="l1_l2",
                          use_batch_norm=False, activation=None, classifier_activation=None)),
     ],

@@ -14,6 +14,8 @@ def test_readme_has_a_python_tour():
     assert _python_blocks(), "README.md lost its ```python tour"
 
 
-def test_readme_python_blocks_run():
-    for block in _python_blocks():
-        exec(compile(block, str(README), "exec"), {"__name__": "readme_tour"})
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the tour writes files (a .tflite) where it runs
+    namespace = {"__name__": "readme_tour"}
+    for block in _python_blocks():  # later blocks use names of earlier ones, as a reader would
+        exec(compile(block, str(README), "exec"), namespace)

@@ -154,6 +154,10 @@ class BaseBlock(keras.layers.Layer):
             Defaults to `"relu6"`.
         use_batch_norm: whether each convolution is followed by `BatchNormalization`
             (and then has no bias). Defaults to True.
+        batch_norm_momentum: the `momentum` of every `BatchNormalization`, the weight of
+            the old moving mean/variance at each update, in [0, 1). Lower it (e.g. 0.9)
+            when training for only a few hundred steps: the moving statistics then follow
+            the weights. Defaults to 0.99, Keras' default.
         dropout: the rate of the block's `Dropout`, in [0, 1); 0 means no `Dropout`
             layer. Defaults to 0.
         kernel_regularizer: regularizer of every convolution kernel: None, `"l1"`,
@@ -162,15 +166,18 @@ class BaseBlock(keras.layers.Layer):
         **kwargs: base layer arguments (`name`, `dtype`, `trainable`).
 
     Raises:
-        ValueError: for an unknown activation, a non-bool `use_batch_norm`, `dropout`
-            outside [0, 1) or a bad `kernel_regularizer`.
+        ValueError: for an unknown activation, a non-bool `use_batch_norm`,
+            `batch_norm_momentum` or `dropout` outside [0, 1) or a bad
+            `kernel_regularizer`.
     """
 
     def __init__(self, activation="relu6", use_batch_norm=True, dropout=0.0,
-                 kernel_regularizer=None, **kwargs):
+                 kernel_regularizer=None, batch_norm_momentum=0.99, **kwargs):
         super().__init__(**kwargs)
         self.activation = check_activation("activation", activation)
         self.use_batch_norm = check_bool("use_batch_norm", use_batch_norm)
+        self.batch_norm_momentum = check_number("batch_norm_momentum", batch_norm_momentum,
+                                                low=0, high=1, high_inclusive=False)
         self.dropout = check_number("dropout", dropout, low=0, high=1, high_inclusive=False)
         self._regularizer = parse_regularizer("kernel_regularizer", kernel_regularizer)
         if isinstance(kernel_regularizer, (keras.regularizers.Regularizer, dict)):
@@ -296,7 +303,8 @@ class BaseBlock(keras.layers.Layer):
     def _batch_norm(self, suffix):
         if not self.use_batch_norm:
             return None
-        return keras.layers.BatchNormalization(name=self._sublayer_name(suffix))
+        return keras.layers.BatchNormalization(momentum=self.batch_norm_momentum,
+                                               name=self._sublayer_name(suffix))
 
     def _activation_layers(self, suffix, activation=None):
         return get_activation_layers(activation or self.activation,
@@ -320,6 +328,7 @@ class BaseBlock(keras.layers.Layer):
         config.update(
             activation=self.activation,
             use_batch_norm=self.use_batch_norm,
+            batch_norm_momentum=self.batch_norm_momentum,
             dropout=self.dropout,
             kernel_regularizer=self._kernel_regularizer_config,
         )

@@ -22,6 +22,8 @@ class ConvBlock(BaseBlock):
             `"relu6"`.
         use_batch_norm: whether `BatchNormalization` follows the convolution (which then
             has no bias). Defaults to True.
+        batch_norm_momentum: the `momentum` of every `BatchNormalization`, in [0, 1)
+            (see `BaseBlock`). Defaults to 0.99, Keras' default.
         dropout: rate of a `Dropout` after the block, in [0, 1). Defaults to 0 (none).
         kernel_regularizer: None, `"l1"`, `"l2"`, `"l1_l2"`, a number > 0 (L2 factor) or
             a `keras.regularizers.Regularizer`. Defaults to None.
@@ -48,9 +50,10 @@ class ConvBlock(BaseBlock):
 
     def __init__(self, filters, kernel_size=3, strides=1, activation="relu6",
                  use_batch_norm=True, dropout=0.0, kernel_regularizer=None, padding="same",
-                 **kwargs):
+                 batch_norm_momentum=0.99, **kwargs):
         super().__init__(activation=activation, use_batch_norm=use_batch_norm,
-                         dropout=dropout, kernel_regularizer=kernel_regularizer, **kwargs)
+                         dropout=dropout, kernel_regularizer=kernel_regularizer,
+                         batch_norm_momentum=batch_norm_momentum, **kwargs)
         self.filters = check_positive("filters", filters, integer=True)
         self.kernel_size = check_positive("kernel_size", kernel_size, integer=True)
         self.strides = check_strides("strides", strides)

@@ -37,6 +37,8 @@ class InvertedResidualBlock(BaseBlock):
             (see `get_activation_layer`). Defaults to `"relu6"`.
         use_batch_norm: whether `BatchNormalization` follows each convolution (which then
             has no bias). Defaults to True.
+        batch_norm_momentum: the `momentum` of every `BatchNormalization`, in [0, 1)
+            (see `BaseBlock`). Defaults to 0.99, Keras' default.
         dropout: rate of a `Dropout` on the projected branch, before the residual add,
             in [0, 1). Defaults to 0 (none).
         kernel_regularizer: regularizer of every kernel: None, `"l1"`, `"l2"`, `"l1_l2"`,
@@ -72,9 +74,11 @@ class InvertedResidualBlock(BaseBlock):
 
     def __init__(self, filters, expansion=6, kernel_size=3, strides=1, se_ratio=None,
                  activation="relu6", use_batch_norm=True, dropout=0.0, kernel_regularizer=None,
-                 se_activation="relu", se_gate="hard_sigmoid", **kwargs):
+                 se_activation="relu", se_gate="hard_sigmoid", batch_norm_momentum=0.99,
+                 **kwargs):
         super().__init__(activation=activation, use_batch_norm=use_batch_norm,
-                         dropout=dropout, kernel_regularizer=kernel_regularizer, **kwargs)
+                         dropout=dropout, kernel_regularizer=kernel_regularizer,
+                         batch_norm_momentum=batch_norm_momentum, **kwargs)
         self.filters = check_positive("filters", filters, integer=True)
         self.expansion = check_positive("expansion", expansion, integer=True)
         self.kernel_size = check_positive("kernel_size", kernel_size, integer=True)

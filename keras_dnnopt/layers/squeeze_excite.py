@@ -115,7 +115,7 @@ class SqueezeExcite(BaseBlock):
 
     def get_config(self):
         config = super().get_config()
-        del config["use_batch_norm"], config["dropout"]
+        del config["use_batch_norm"], config["batch_norm_momentum"], config["dropout"]
         config.update(se_ratio=self.se_ratio, filters=self.filters, gate=self.gate,
                       divisor=self.divisor)
         return config

@@ -15,7 +15,8 @@ from keras_dnnopt.utils.validation import (
 
 def validate_builder_args(*, input_shape, num_classes, alpha, dropout, include_top, pooling,
                           activation, classifier_activation, use_batch_norm,
-                          kernel_regularizer, min_feature_size, depth_multiplier=1):
+                          kernel_regularizer, min_feature_size, depth_multiplier=1,
+                          batch_norm_momentum=0.99):
     """Validates the arguments the builders share, Keras-style. Returns the input shape
     as a tuple."""
     input_shape = check_shape("input_shape", input_shape, rank=3)
@@ -42,6 +43,8 @@ def validate_builder_args(*, input_shape, num_classes, alpha, dropout, include_t
                 f"Received: classifier_activation={classifier_activation!r}"
             ) from error
     check_bool("use_batch_norm", use_batch_norm)
+    check_number("batch_norm_momentum", batch_norm_momentum, low=0, high=1,
+                 high_inclusive=False)
     parse_regularizer("kernel_regularizer", kernel_regularizer)
     if min_feature_size is not None:
         check_positive("min_feature_size", min_feature_size, integer=True)

@@ -13,7 +13,8 @@ def _scaled(filters, alpha):
 
 def build_v1_shaped_model(make_block, *, input_shape, num_classes, alpha, depth_multiplier,
                           dropout, include_top, pooling, activation, classifier_activation,
-                          use_batch_norm, kernel_regularizer, min_feature_size, name):
+                          use_batch_norm, kernel_regularizer, min_feature_size, name,
+                          batch_norm_momentum=0.99):
     """Builds the MobileNetV1 skeleton with `make_block(filters, strides, block_name,
     **options)` making each of its 13 blocks (a `keras_dnnopt.layers` block); shared by
     `mobilenet_v1` (separable blocks) and `plain_cnn` (full convolutions)."""
@@ -22,9 +23,10 @@ def build_v1_shaped_model(make_block, *, input_shape, num_classes, alpha, depth_
         include_top=include_top, pooling=pooling, activation=activation,
         classifier_activation=classifier_activation, use_batch_norm=use_batch_norm,
         kernel_regularizer=kernel_regularizer, min_feature_size=min_feature_size,
-        depth_multiplier=depth_multiplier,
+        depth_multiplier=depth_multiplier, batch_norm_momentum=batch_norm_momentum,
     )
     options = dict(activation=activation, use_batch_norm=use_batch_norm,
+                   batch_norm_momentum=batch_norm_momentum,
                    kernel_regularizer=kernel_regularizer)
     stem_strides, *block_strides = plan_strides(
         [2] + [strides for _, strides in MOBILENET_V1_BLOCKS], input_shape, min_feature_size)
@@ -44,8 +46,8 @@ def build_v1_shaped_model(make_block, *, input_shape, num_classes, alpha, depth_
 
 def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, depth_multiplier=1,
                  dropout=1e-3, include_top=True, pooling=None, activation="relu6",
-                 classifier_activation="softmax", use_batch_norm=True, kernel_regularizer=None,
-                 min_feature_size=4, name="mobilenet_v1"):
+                 classifier_activation="softmax", use_batch_norm=True, batch_norm_momentum=0.99,
+                 kernel_regularizer=None, min_feature_size=4, name="mobilenet_v1"):
     """Builds MobileNetV1 as a flat functional model of built-in Keras layers.
 
     A 3x3 convolution stem (`int(32 * alpha)` channels, at least 1, stride 2) and 13
@@ -79,6 +81,9 @@ def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, depth_m
             for logits. Defaults to `"softmax"`.
         use_batch_norm: whether every convolution is followed by batch norm. Defaults to
             True.
+        batch_norm_momentum: the `momentum` of every `BatchNormalization`, in [0, 1).
+            Lower it (e.g. 0.9) when training for only a few hundred steps: the moving
+            statistics then follow the weights. Defaults to 0.99, Keras' default.
         kernel_regularizer: regularizer of every convolution and the classifier kernel:
             None, `"l1"`, `"l2"`, `"l1_l2"`, a number > 0 (L2 factor) or a
             `keras.regularizers.Regularizer`. Defaults to None.
@@ -92,8 +97,8 @@ def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, depth_m
     Raises:
         ValueError: for an `input_shape` that is not 3 positive dims, `num_classes < 1`,
             `alpha <= 0`, a `depth_multiplier` that is not an int > 0, `dropout` outside
-            [0, 1), `pooling` not in None/"avg"/"max", an unknown activation or a bad
-            regularizer.
+            [0, 1), `batch_norm_momentum` outside [0, 1), `pooling` not in
+            None/"avg"/"max", an unknown activation or a bad regularizer.
 
     Example:
 
@@ -115,5 +120,5 @@ def mobilenet_v1(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, depth_m
         depth_multiplier=depth_multiplier, dropout=dropout, include_top=include_top,
         pooling=pooling, activation=activation, classifier_activation=classifier_activation,
         use_batch_norm=use_batch_norm, kernel_regularizer=kernel_regularizer,
-        min_feature_size=min_feature_size, name=name,
+        min_feature_size=min_feature_size, name=name, batch_norm_momentum=batch_norm_momentum,
     )

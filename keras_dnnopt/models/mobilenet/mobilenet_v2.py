@@ -14,8 +14,8 @@ from keras_dnnopt.models.mobilenet.presets import (
 
 def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, include_top=True,
                  pooling=None, activation="relu6", classifier_activation="softmax", dropout=0.0,
-                 se_ratio=None, use_batch_norm=True, kernel_regularizer=None,
-                 min_feature_size=4, name="mobilenet_v2"):
+                 se_ratio=None, use_batch_norm=True, batch_norm_momentum=0.99,
+                 kernel_regularizer=None, min_feature_size=4, name="mobilenet_v2"):
     """Builds MobileNetV2 as a flat functional model of built-in Keras layers.
 
     A 3x3 convolution stem (`make_divisible(32 * alpha, 8)` channels, stride 2), 17
@@ -53,6 +53,9 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, include
             (the original MobileNetV2). Defaults to None.
         use_batch_norm: whether every convolution is followed by batch norm. Defaults to
             True.
+        batch_norm_momentum: the `momentum` of every `BatchNormalization`, in [0, 1).
+            Lower it (e.g. 0.9) when training for only a few hundred steps: the moving
+            statistics then follow the weights. Defaults to 0.99, Keras' default.
         kernel_regularizer: regularizer of every convolution and the classifier kernel:
             None, `"l1"`, `"l2"`, `"l1_l2"`, a number > 0 (L2 factor) or a
             `keras.regularizers.Regularizer`. Defaults to None.
@@ -65,8 +68,9 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, include
 
     Raises:
         ValueError: for an `input_shape` that is not 3 positive dims, `num_classes < 1`,
-            `alpha <= 0`, `dropout` outside [0, 1), `se_ratio` outside (0, 1], `pooling`
-            not in None/"avg"/"max", an unknown activation or a bad regularizer.
+            `alpha <= 0`, `dropout` or `batch_norm_momentum` outside [0, 1), `se_ratio`
+            outside (0, 1], `pooling` not in None/"avg"/"max", an unknown activation or a
+            bad regularizer.
 
     Example:
 
@@ -83,10 +87,12 @@ def mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, include
         include_top=include_top, pooling=pooling, activation=activation,
         classifier_activation=classifier_activation, use_batch_norm=use_batch_norm,
         kernel_regularizer=kernel_regularizer, min_feature_size=min_feature_size,
+        batch_norm_momentum=batch_norm_momentum,
     )
     if se_ratio is not None:
         check_se_ratio("se_ratio", se_ratio)
     options = dict(activation=activation, use_batch_norm=use_batch_norm,
+                   batch_norm_momentum=batch_norm_momentum,
                    kernel_regularizer=kernel_regularizer)
     blocks = [
         (expansion, filters, strides if repeat == 0 else 1)

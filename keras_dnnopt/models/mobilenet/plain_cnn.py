@@ -6,8 +6,8 @@ from keras_dnnopt.models.mobilenet.mobilenet_v1 import build_v1_shaped_model
 
 def plain_cnn(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, depth_multiplier=1,
               dropout=1e-3, include_top=True, pooling=None, activation="relu6",
-              classifier_activation="softmax", use_batch_norm=True, kernel_regularizer=None,
-              min_feature_size=4, name="plain_cnn"):
+              classifier_activation="softmax", use_batch_norm=True, batch_norm_momentum=0.99,
+              kernel_regularizer=None, min_feature_size=4, name="plain_cnn"):
     """Builds the plain-convolution twin of `mobilenet_v1`: same shape, full convolutions.
 
     Every `SeparableConvBlock` of `mobilenet_v1` becomes a `ConvBlock` (a full 3x3
@@ -20,6 +20,9 @@ def plain_cnn(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, depth_mult
         input_shape, num_classes, alpha, dropout, include_top, pooling, activation,
         classifier_activation, use_batch_norm, kernel_regularizer, min_feature_size:
             as in `mobilenet_v1` (same defaults).
+        batch_norm_momentum: the `momentum` of every `BatchNormalization`, in [0, 1).
+            Lower it (e.g. 0.9) when training for only a few hundred steps: the moving
+            statistics then follow the weights. Defaults to 0.99, Keras' default.
         depth_multiplier: accepted (and validated) for the same signature as
             `mobilenet_v1`; a full convolution has no depthwise multiplier, so it has no
             effect. Defaults to 1.
@@ -46,5 +49,5 @@ def plain_cnn(input_shape=(224, 224, 3), num_classes=1000, alpha=1.0, depth_mult
         depth_multiplier=depth_multiplier, dropout=dropout, include_top=include_top,
         pooling=pooling, activation=activation, classifier_activation=classifier_activation,
         use_batch_norm=use_batch_norm, kernel_regularizer=kernel_regularizer,
-        min_feature_size=min_feature_size, name=name,
+        min_feature_size=min_feature_size, name=name, batch_norm_momentum=batch_norm_momentum,
     )

@@ -4,6 +4,7 @@ Every callback is checked inside a real `model.fit` against an independent refer
 a NumPy re-run of the optimizer's update rule, a hand-computed gradient, a closed form.
 """
 
+import copy
 import math
 import sys
 
@@ -483,3 +484,20 @@ def test_callbacks_compose_in_one_fit_with_checkpointing(tmp_path):
         assert len(history.history[key]) == 4
     assert keras.models.load_model(path).optimizer.get_config()["momentum"] == 0.9
     assert model.optimizer.momentum == 0.9
+
+
+@pytest.mark.parametrize("make, expect_hook", [
+    (lambda: LearningRateMonitor(), False),
+    (lambda: LearningRateMonitor(log_every_batch=True), True),
+    (lambda: ThroughputMonitor(), False),
+    (lambda: ThroughputMonitor(frequency=5), True),
+])
+def test_batch_end_hook_only_when_needed(make, expect_hook):
+    # Keras (3: async dispatch; tf_keras: _implements_train_batch_hooks) syncs the host after
+    # every step when a callback implements on_train_batch_end: only do so when needed.
+    callback = make()
+    assert getattr(callback.on_train_batch_end, "_is_default", False) is (not expect_hook)
+    clone = copy.deepcopy(callback)  # keras-tuner deep-copies callbacks
+    assert getattr(clone.on_train_batch_end, "_is_default", False) is (not expect_hook)
+    if not expect_hook:
+        assert clone.on_train_batch_end.__self__ is clone

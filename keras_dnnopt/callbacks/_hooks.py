@@ -203,3 +203,15 @@ def _convert_dynamic_hyperparameter(value, dtype=None, name=None, as_ref=False):
 
 
 tf.register_tensor_conversion_function(DynamicHyperparameter, _convert_dynamic_hyperparameter)
+
+
+def skip_batch_end_hook(callback):
+    """Makes Keras see `callback.on_train_batch_end` as not implemented (for this instance).
+
+    Keras runs `fit` asynchronously, without a host sync after every step, only while no
+    callback implements a batch-end hook (Keras 3: `CallbackList._configure_async_dispatch`;
+    tf_keras: `Callback._implements_train_batch_hooks`). Both test the `_is_default` flag of
+    the method, so binding the base class's default method on the instance keeps a
+    callback that has nothing to do per batch from costing a sync per step.
+    """
+    callback.on_train_batch_end = keras.callbacks.Callback.on_train_batch_end.__get__(callback)

@@ -1,7 +1,12 @@
 """`LearningRateMonitor`: puts the optimizer's current learning rate into the logs."""
 
 from keras_dnnopt.backend import keras
-from keras_dnnopt.callbacks._hooks import check_bool, current_learning_rate, model_optimizer
+from keras_dnnopt.callbacks._hooks import (
+    check_bool,
+    current_learning_rate,
+    model_optimizer,
+    skip_batch_end_hook,
+)
 
 
 class LearningRateMonitor(keras.callbacks.Callback):
@@ -33,6 +38,8 @@ class LearningRateMonitor(keras.callbacks.Callback):
     def __init__(self, log_every_batch=False):
         super().__init__()
         self.log_every_batch = check_bool("log_every_batch", log_every_batch)
+        if not self.log_every_batch:
+            skip_batch_end_hook(self)  # nothing to do per batch: keep fit asynchronous
 
     def _log(self, logs):
         if logs is not None:

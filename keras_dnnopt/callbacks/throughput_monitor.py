@@ -3,7 +3,12 @@
 import time
 
 from keras_dnnopt.backend import keras, tf
-from keras_dnnopt.callbacks._hooks import MethodPatch, model_optimizer, retrace
+from keras_dnnopt.callbacks._hooks import (
+    MethodPatch,
+    model_optimizer,
+    retrace,
+    skip_batch_end_hook,
+)
 from keras_dnnopt.utils.validation import check_number
 
 
@@ -63,6 +68,8 @@ class ThroughputMonitor(keras.callbacks.Callback):
         if frequency is not None:
             frequency = check_number("frequency", frequency, low=1, integer=True)
         self.frequency = frequency
+        if frequency is None:
+            skip_batch_end_hook(self)  # nothing to do per batch: keep fit asynchronous
         if not isinstance(log_key, str) or not log_key:
             raise ValueError(
                 f"Argument `log_key` must be a non-empty string. Received: log_key={log_key!r}"

@@ -4,10 +4,10 @@ latency under the LiteRT interpreter."""
 import dataclasses
 import gzip
 import os
-import time
 
 import numpy as np
 
+from keras_dnnopt.utils.timing import time_runs
 from keras_dnnopt.utils.validation import check_number
 
 
@@ -195,19 +195,7 @@ def benchmark_tflite(path, threads=1, runs=50, warmup=5, batch_size=1, input_dat
         for index in output_indices:
             interpreter.get_tensor(index)
 
-    for _ in range(warmup):
-        run_once()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run_once()
-        times.append((time.perf_counter() - start) * 1000.0)
-    values = np.asarray(times)
-    p10, median, p90 = np.percentile(values, [10, 50, 90])
     return TFLiteLatency(
-        median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90),
-        mean_ms=float(values.mean()), std_ms=float(values.std()),
-        min_ms=float(values.min()), max_ms=float(values.max()),
-        batch_size=batch_size, threads=threads, runs=runs, warmup=warmup,
-        runtime=runner.runtime, times_ms=tuple(float(t) for t in times),
+        **time_runs(run_once, warmup, runs), batch_size=batch_size, threads=threads,
+        runs=runs, warmup=warmup, runtime=runner.runtime,
     )

@@ -1,11 +1,11 @@
 """Latency measurement: repeated forward passes after a warm-up."""
 
 import dataclasses
-import time
 
 import numpy as np
 
 from keras_dnnopt.backend import check_model, tf
+from keras_dnnopt.utils.timing import time_runs
 from keras_dnnopt.utils.validation import check_number, check_shape
 
 
@@ -114,21 +114,9 @@ def measure_latency(model, batch_size=1, input_shape=None, warmup=10, runs=50,
         for tensor in tf.nest.flatten(outputs):
             np.asarray(tensor)
 
-    for _ in range(warmup):
-        run_once()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run_once()
-        times.append((time.perf_counter() - start) * 1000.0)
-    values = np.asarray(times)
-    p10, median, p90 = np.percentile(values, [10, 50, 90])
     return LatencyResult(
-        median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90),
-        mean_ms=float(values.mean()), std_ms=float(values.std()),
-        min_ms=float(values.min()), max_ms=float(values.max()),
-        batch_size=batch_size, runs=runs, warmup=warmup,
-        use_tf_function=bool(use_tf_function), times_ms=tuple(float(t) for t in times),
+        **time_runs(run_once, warmup, runs), batch_size=batch_size, runs=runs, warmup=warmup,
+        use_tf_function=bool(use_tf_function),
     )
 
 

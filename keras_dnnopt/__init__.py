@@ -29,6 +29,9 @@ The whole public surface:
 - `keras_dnnopt.visualization`: `grad_cam`, `find_last_conv_layer`, `saliency_map`,
   `overlay_heatmap`, `plot_history`, `plot_schedule`, `plot_confusion_matrix`, `plot_sparsity`,
   `plot_lr_finder`.
+- `keras_dnnopt.pipeline`: `optimize` and `load_config`, the chain behind `dnnopt optimize`
+  (data, baseline, student, distillation, pruning, quantization, TFLite export) and its report
+  card (`write_report`).
 """
 
 __version__ = "0.1.0"
@@ -43,6 +46,7 @@ from keras_dnnopt import (  # noqa: E402
     export,
     layers,
     models,
+    pipeline,
     profiling,
     schedules,
     tuning,
@@ -64,6 +68,7 @@ __all__ = [
     "layers",
     "measure_latency",
     "models",
+    "pipeline",
     "profile",
     "profiling",
     "schedules",

@@ -76,6 +76,10 @@ def save_figure(figure, save_path, dpi=100):
     try:
         with os.fdopen(handle, "wb") as stream:
             figure.savefig(stream, format=fmt, dpi=dpi)
+        # mkstemp makes the file owner-only; give it the permissions a plain open() would.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

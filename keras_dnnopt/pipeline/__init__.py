@@ -1,0 +1,27 @@
+"""The `dnnopt optimize` chain: data -> baseline -> student -> distillation -> pruning ->
+quantization -> TFLite export, with per-stage resume and a report card."""
+
+from keras_dnnopt.pipeline.config import (
+    STAGES,
+    ConfigError,
+    defaults,
+    load_config,
+    validate,
+)
+from keras_dnnopt.pipeline.plots import plot_gradcam_grid, plot_training_curves
+from keras_dnnopt.pipeline.report import ratio_rows, write_report
+from keras_dnnopt.pipeline.runner import StageFailed, optimize
+
+__all__ = [
+    "STAGES",
+    "ConfigError",
+    "StageFailed",
+    "defaults",
+    "load_config",
+    "optimize",
+    "plot_gradcam_grid",
+    "plot_training_curves",
+    "ratio_rows",
+    "validate",
+    "write_report",
+]

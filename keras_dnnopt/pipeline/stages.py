@@ -437,7 +437,7 @@ def export_stage(run, workdir):
         heatmaps = _grad_cam(float_model, images)
         if heatmaps is not None:
             np.save(os.path.join(workdir, GRADCAM_FILE), heatmaps)
-    else:
+    elif os.path.isfile(os.path.join(run.store.folder("quantize"), GRADCAM_FILE)):
         shutil.copy(os.path.join(run.store.folder("quantize"), GRADCAM_FILE),
                     os.path.join(workdir, GRADCAM_FILE))
     return {"summary": f"{quantization} TFLite file of the {source_stage} model"

@@ -98,6 +98,7 @@ def main(argv=None):
     print(f"final loss {history.history['loss'][-1]:.4f}, test accuracy {accuracy:.4f}")
     if distribute.is_chief(strategy):
         print("(the chief would save the model here)")
+    print(f"Result: test_accuracy={accuracy:.4f}")
     return accuracy
 
 

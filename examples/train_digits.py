@@ -65,6 +65,7 @@ def main(argv=None):
     print(keras_dnnopt.profile(model))
     print(f"\nKeras in use: {KERAS_NAME}")
     print(f"Test accuracy on digits ({len(x_test)} held-out images): {accuracy:.4f}")
+    print(f"Result: test_accuracy={accuracy:.4f}")
     return accuracy
 
 

@@ -532,3 +532,19 @@ def test_cross_validate_k_equal_to_the_smallest_class_is_accepted(digits):
     for _, val in result.folds:
         assert np.sum(y[val] == 7) == 1
     assert set(result.mean) == {"loss", "accuracy"}
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.99])
+def test_batch_norm_momentum_reaches_every_batch_norm_layer(momentum):
+    model = MobileNetHyperModel((8, 8, 1), 10, batch_norm_momentum=momentum).build(
+        kt.HyperParameters())
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.momentum == pytest.approx(momentum) for layer in norms)
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.0])
+def test_batch_norm_momentum_outside_0_1_is_refused(momentum):
+    with pytest.raises(ValueError, match=r"batch_norm_momentum.*Received: "
+                                         rf"batch_norm_momentum={momentum}"):
+        MobileNetHyperModel((8, 8, 1), 10, batch_norm_momentum=momentum)

@@ -130,6 +130,75 @@ def test_one_cycle_momentum_follows_optimizer_iterations_across_fits():
     np.testing.assert_allclose(model.get_weights()[0].ravel(), [w], rtol=1e-5)
 
 
+def numpy_sgd_momentum_trajectory(steps, lr, gradient, momentum_at):
+    """SGD with momentum and a constant gradient: the weight after each step."""
+    w, velocity, weights = 0.0, 0.0, []
+    for t in range(steps):
+        velocity = momentum_at(t) * velocity - lr * gradient
+        w += velocity
+        weights.append(w)
+    return weights
+
+
+def loss_scale_optimizer(inner):
+    if hasattr(keras.optimizers, "LossScaleOptimizer"):  # Keras 3
+        return keras.optimizers.LossScaleOptimizer(inner)
+    return keras.mixed_precision.LossScaleOptimizer(inner)  # tf_keras
+
+
+@pytest.mark.parametrize("setup", ["steps_per_execution", "eager", "loss_scale"])
+def test_one_cycle_momentum_follows_the_cycle_for_every_variable(setup):
+    """Several variables (a kernel and a bias, 6 weights), each with the gradient 1/3 of
+    `mae` over 3 outputs: every weight must follow the NumPy trajectory of the cycled
+    momentum, also when several steps run in one call of the train function, eagerly,
+    and under a `LossScaleOptimizer` (whose inner optimizer steps inside a `tf.cond`).
+    The momentum is computed once per optimizer step and shared by the variables: a value
+    kept from an earlier step, or the configured 0.9, would give other weights."""
+    total, pct, base, peak, lr, steps = 8, 0.5, 0.5, 0.95, 0.1, 12
+    model = keras.Sequential([
+        keras.Input(shape=(1,)),
+        keras.layers.Dense(3, kernel_initializer="zeros", bias_initializer="zeros"),
+    ])
+    optimizer = keras.optimizers.SGD(lr, momentum=0.9)
+    compile_kwargs = {
+        "steps_per_execution": {"steps_per_execution": 4},
+        "eager": {"run_eagerly": True},
+        "loss_scale": {},
+    }[setup]
+    model.compile(optimizer=loss_scale_optimizer(optimizer) if setup == "loss_scale"
+                  else optimizer, loss="mae", **compile_kwargs)
+    x, y = np.ones((steps, 1), "float32"), np.full((steps, 3), -1000.0, "float32")
+    callback = OneCycleMomentum(total, base_momentum=base, max_momentum=peak, pct_start=pct)
+    model.fit(x, y, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+
+    expected = numpy_sgd_momentum_trajectory(
+        steps, lr, 1.0 / 3.0, lambda t: numpy_one_cycle(t, peak, base, peak, total, pct))[-1]
+    kernel, bias = model.get_weights()
+    np.testing.assert_allclose(kernel.ravel(), [expected] * 3, rtol=1e-5)
+    np.testing.assert_allclose(bias, [expected] * 3, rtol=1e-5)
+    constant = numpy_sgd_momentum_trajectory(steps, lr, 1.0 / 3.0, lambda t: 0.9)[-1]
+    assert not np.isclose(expected, constant, rtol=1e-3)  # the test can fail
+    assert optimizer.momentum == 0.9 and isinstance(optimizer.momentum, float)
+    assert "apply" not in vars(optimizer) and "apply_gradients" not in vars(optimizer)
+
+
+def test_one_cycle_momentum_is_computed_once_per_step_not_per_variable():
+    """SGD reads `momentum` once per variable: the callback's momentum must be traced
+    once per optimizer step, not once per variable (8 here), which would put 8 copies of
+    its ops into every training step."""
+    model = keras.Sequential([keras.Input(shape=(2,))] + [keras.layers.Dense(2)
+                                                          for _ in range(4)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    callback = OneCycleMomentum(10)
+    calls = []
+    momentum_at = callback.momentum_at
+    callback.momentum_at = lambda step: calls.append(step) or momentum_at(step)
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 2), "float32")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+    assert len(model.trainable_variables) == 8
+    assert 1 <= len(calls) <= 2  # one trace of the step (two if Keras traces it twice)
+
+
 @pytest.mark.parametrize(
     "optimizer",
     [lambda: keras.optimizers.SGD(0.1), lambda: keras.optimizers.Adagrad(0.1)],
@@ -501,3 +570,35 @@ def test_batch_end_hook_only_when_needed(make, expect_hook):
     assert getattr(clone.on_train_batch_end, "_is_default", False) is (not expect_hook)
     if not expect_hook:
         assert clone.on_train_batch_end.__self__ is clone
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GradientNormMonitor(frequency=2),
+    lambda: ThroughputMonitor(frequency=2),
+    lambda: LearningRateMonitor(log_every_batch=True),
+], ids=["GradientNormMonitor", "ThroughputMonitor", "LearningRateMonitor"])
+def test_batch_hooks_leave_tf_keras_logs_as_tensors(make):
+    """tf_keras converts the logs of every step to NumPy (a host sync per step) unless
+    every callback with a batch hook accepts tensor logs: ours only write floats into
+    the logs, so they must not force the conversion."""
+    from keras_dnnopt.backend import USING_TF_KERAS
+
+    if not USING_TF_KERAS:
+        pytest.skip("Keras 3 always hands batch hooks Python logs (async dispatch or not)")
+
+    class Probe(keras.callbacks.Callback):  # accepts tensor logs, records what it gets
+        def __init__(self):
+            super().__init__()
+            self._supports_tf_logs = True
+            self.loss_types = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.loss_types.append(type(logs["loss"]))
+
+    x, y = regression_problem(n=16)
+    model = linear_model(4)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    probe = Probe()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[make(), probe])
+    assert len(probe.loss_types) == 4
+    assert all(issubclass(t, tf.Tensor) for t in probe.loss_types), probe.loss_types

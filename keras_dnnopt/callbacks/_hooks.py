@@ -10,7 +10,9 @@ the next step runs the patched trace. `on_train_end` undoes the patches and
 retraces again, so that a later `fit` without the callback runs an unpatched step.
 """
 
+import contextlib
 import functools
+import threading
 
 import numpy as np
 
@@ -122,18 +124,55 @@ class DynamicHyperparameter:
 
     Stands in for a Python float attribute such as SGD's `momentum` or Adam's `beta_1`:
     wherever the optimizer turns it into a tensor (`tf.cast`, `ops.cast`, arithmetic),
-    it gives `value_fn()`, evaluated inside the trace at every step. A comparison with a
-    Python number uses `reference` (the configured float), because optimizers branch on
-    it in Python to decide whether the feature is on (Keras 3 SGD:
-    `if self.momentum != 0`), which a tensor could not answer while tracing.
+    it gives `value_fn()`, evaluated inside the trace. A comparison with a Python number
+    uses `reference` (the configured float), because optimizers branch on it in Python
+    to decide whether the feature is on (Keras 3 SGD: `if self.momentum != 0`), which a
+    tensor could not answer while tracing.
+
+    Optimizers read the attribute once per *variable* (SGD's `update_step`), so a bare
+    stand-in would put `value_fn`'s ops into the step once per variable (83 copies for
+    `mobilenet_v1(alpha=0.25)`: the graph of the train step nearly doubled). Inside
+    `computed_once()`, which the owner wraps around one optimizer step, the value is
+    computed once per graph and reused; outside it, at every read.
     """
 
     def __init__(self, value_fn, reference):
         self._value_fn = value_fn
         self.reference = float(reference)
+        # {thread id: {graph (None when eager): the value tensor}} for the threads inside
+        # `computed_once()` (tf.distribute runs replicas in threads).
+        self._caches = {}
+
+    @contextlib.contextmanager
+    def computed_once(self):
+        """Within the block, every read in one graph gives one tensor, computed once.
+
+        Wrap it around exactly one optimizer step: the value must not change inside the
+        block (here: a function of `optimizer.iterations`, which the optimizer increments
+        at the end of its step). A nested block starts a cache of its own, and the outer
+        one comes back on exit.
+        """
+        thread = threading.get_ident()
+        previous = self._caches.get(thread)
+        self._caches[thread] = {}
+        try:
+            yield
+        finally:
+            if previous is None:
+                self._caches.pop(thread, None)
+            else:
+                self._caches[thread] = previous
 
     def value(self):
-        return tf.cast(self._value_fn(), tf.float32)
+        cache = self._caches.get(threading.get_ident())
+        if cache is None:
+            return tf.cast(self._value_fn(), tf.float32)
+        # Keyed by graph: a tensor made in one graph (say a `tf.cond` branch, where Keras 3
+        # runs the update under gradient accumulation) cannot be used in another.
+        graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+        if graph not in cache:
+            cache[graph] = tf.cast(self._value_fn(), tf.float32)
+        return cache[graph]
 
     def __float__(self):
         return float(self.value())

@@ -42,6 +42,9 @@ class GradientNormMonitor(keras.callbacks.Callback):
 
     def __init__(self, frequency=50, log_key="grad_norm"):
         super().__init__()
+        # tf_keras: the logs are not read, so they may stay tensors; without this, a batch
+        # hook makes tf_keras convert every step's logs to NumPy (a host sync per step).
+        self._supports_tf_logs = True
         self.frequency = check_number("frequency", frequency, low=1, integer=True)
         if not isinstance(log_key, str) or not log_key:
             raise ValueError(

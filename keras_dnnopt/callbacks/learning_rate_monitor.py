@@ -37,6 +37,9 @@ class LearningRateMonitor(keras.callbacks.Callback):
 
     def __init__(self, log_every_batch=False):
         super().__init__()
+        # tf_keras: the logs are not read, so they may stay tensors; without this, a batch
+        # hook makes tf_keras convert every step's logs to NumPy (a host sync per step).
+        self._supports_tf_logs = True
         self.log_every_batch = check_bool("log_every_batch", log_every_batch)
         if not self.log_every_batch:
             skip_batch_end_hook(self)  # nothing to do per batch: keep fit asynchronous

@@ -1,6 +1,6 @@
 """`OneCycleMomentum`: cycles the optimizer's momentum inversely to a 1cycle learning rate."""
 
-from keras_dnnopt.backend import keras
+from keras_dnnopt.backend import USING_TF_KERAS, keras
 from keras_dnnopt.callbacks._hooks import (
     DynamicHyperparameter,
     MethodPatch,
@@ -13,6 +13,9 @@ from keras_dnnopt.utils.validation import check_number
 
 # The optimizer attribute that plays the part of momentum, in order of preference.
 _MOMENTUM_ATTRIBUTES = ("beta_1", "momentum")
+# The optimizer method that runs one whole update (every variable, then `iterations += 1`),
+# which a `LossScaleOptimizer` calls on its inner optimizer too.
+_STEP_METHOD = "apply_gradients" if USING_TF_KERAS else "apply"
 
 
 class OneCycleMomentum(keras.callbacks.Callback):
@@ -30,10 +33,11 @@ class OneCycleMomentum(keras.callbacks.Callback):
     step, so assigning a new float does nothing once `fit` has traced. In
     `on_train_begin` the callback replaces the attribute by a stand-in computed from
     `optimizer.iterations` inside the trace (so it is exact at every step, also with
-    `steps_per_execution > 1`, at the cost of a few scalar ops per step) and forces a
-    retrace; `on_train_end` puts the configured float back (a model saved during `fit`,
-    e.g. by `ModelCheckpoint`, also saves the configured float). Counting steps with the
-    optimizer's `iterations` is what keeps it in step with a `OneCycle` learning rate.
+    `steps_per_execution > 1`), computed once per optimizer step (a few scalar ops that
+    the update of every variable reuses), and forces a retrace; `on_train_end` puts the
+    configured float back (a model saved during `fit`, e.g. by `ModelCheckpoint`, also
+    saves the configured float). Counting steps with the optimizer's `iterations` is what
+    keeps it in step with a `OneCycle` learning rate.
 
     Args:
         total_steps: the length of the cycle in optimizer steps (usually epochs * steps
@@ -91,6 +95,7 @@ class OneCycleMomentum(keras.callbacks.Callback):
         self._attribute = None
         self._configured = None
         self._config_patch = None
+        self._step_patch = None
 
     def momentum_at(self, step):
         """The momentum at optimizer step `step`, a float32 scalar tensor."""
@@ -118,9 +123,18 @@ class OneCycleMomentum(keras.callbacks.Callback):
                 f"Received: momentum={configured!r}"
             )
         self._optimizer, self._attribute, self._configured = optimizer, attribute, configured
-        setattr(optimizer, attribute,
-                DynamicHyperparameter(lambda: self.momentum_at(optimizer.iterations),
-                                      reference=configured))
+        momentum = DynamicHyperparameter(lambda: self.momentum_at(optimizer.iterations),
+                                         reference=configured)
+        setattr(optimizer, attribute, momentum)
+
+        def make_step(step):  # one momentum per optimizer step, not one per variable
+            def wrapped(*args, **kwargs):
+                with momentum.computed_once():
+                    return step(*args, **kwargs)
+
+            return wrapped
+
+        self._step_patch = MethodPatch(optimizer, _STEP_METHOD, make_step)
 
         def make_get_config(get_config):  # a checkpoint saved during fit: the float
             def wrapped(*args, **kwargs):
@@ -139,5 +153,6 @@ class OneCycleMomentum(keras.callbacks.Callback):
             return
         setattr(self._optimizer, self._attribute, self._configured)
         self._config_patch.restore()
-        self._optimizer = self._config_patch = None
+        self._step_patch.restore()
+        self._optimizer = self._config_patch = self._step_patch = None
         retrace(self.model)

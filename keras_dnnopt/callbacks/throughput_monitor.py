@@ -65,6 +65,9 @@ class ThroughputMonitor(keras.callbacks.Callback):
 
     def __init__(self, frequency=None, log_key="samples_per_second"):
         super().__init__()
+        # tf_keras: the logs are not read, so they may stay tensors; without this, a batch
+        # hook makes tf_keras convert every step's logs to NumPy (a host sync per step).
+        self._supports_tf_logs = True
         if frequency is not None:
             frequency = check_number("frequency", frequency, low=1, integer=True)
         self.frequency = frequency

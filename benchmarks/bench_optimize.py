@@ -36,7 +36,7 @@ def _fmt(value, kind):
     if kind == "ms":
         return f"{value:.3f}"
     if kind == "count":
-        return f"{value:,}"
+        return f"{int(value):,}"
     return str(value)
 
 

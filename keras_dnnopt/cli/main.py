@@ -739,9 +739,6 @@ def main(argv=None):
         The exit status: 0 on success, 1 when the command failed (a one-line
         `dnnopt: error: ...` on stderr). Usage errors raise `SystemExit(2)` as argparse does.
     """
-    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) is noise on a
-    # command line; a user who wants it sets TF_CPP_MIN_LOG_LEVEL themselves.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_dnnopt.pipeline.runner import StageFailed
 
     parser = _build_parser()

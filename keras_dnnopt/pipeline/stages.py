@@ -155,8 +155,10 @@ def _fit(run, trainee, epochs, optimizer, callbacks=(), loss=None):
     trainee.compile(optimizer=optimizer,
                     loss=loss or keras.losses.SparseCategoricalCrossentropy(),
                     metrics=["accuracy"])
+    # The training pipeline reshuffles itself every epoch (`make_pipeline`); `shuffle=False`
+    # only tells Keras not to (Keras 3 warns that it would ignore it on a dataset).
     history = trainee.fit(data.train, validation_data=data.validation, epochs=epochs,
-                          callbacks=[LearningRateMonitor(), *callbacks],
+                          callbacks=[LearningRateMonitor(), *callbacks], shuffle=False,
                           verbose=run.fit_verbose)
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 

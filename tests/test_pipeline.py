@@ -359,3 +359,35 @@ def test_a_folder_of_class_subfolders_is_a_dataset(tmp_path, capsys):
     assert dataset["input_shape"] == [12, 12, 3]
     assert dataset["num_train"] + dataset["num_val"] + dataset["num_test"] == 20
     assert "[1/1] data" in capsys.readouterr().out
+
+
+class _Steps:
+    steps_per_epoch = 10
+
+
+def _lr(schedule, step):
+    return float(schedule(step)) if callable(schedule) else float(schedule)
+
+
+@pytest.mark.parametrize("kind", ["warmup_cosine", "step", "one_cycle", "constant"])
+def test_every_schedule_choice_peaks_at_the_learning_rate(kind):
+    schedule = stage_module._schedule(_Steps(), 0.1, epochs=4, warmup_epochs=1, kind=kind)
+    values = [_lr(schedule, step) for step in range(41)]
+    assert max(values) == pytest.approx(0.1, rel=1e-5)
+    if kind == "constant":
+        assert min(values) == pytest.approx(0.1)
+    else:
+        assert values[-1] < 0.1 * 0.2  # ends well below its peak
+
+
+def test_step_schedule_divides_by_ten_at_half_and_three_quarters():
+    schedule = stage_module._schedule(_Steps(), 0.1, epochs=4, warmup_epochs=1, kind="step")
+    assert _lr(schedule, 19) == pytest.approx(0.1)
+    assert _lr(schedule, 21) == pytest.approx(0.01)
+    assert _lr(schedule, 31) == pytest.approx(0.001)
+
+
+def test_schedule_choice_is_validated(tmp_path):
+    with pytest.raises(ConfigError, match=r"`baseline.schedule` must be one of 'warmup_cosine', "
+                                          r"'step', 'one_cycle', 'constant'"):
+        load_config(_write(tmp_path, "baseline: {schedule: cosine}\n"))

@@ -17,6 +17,7 @@ from keras_dnnopt.data.datasets import DATASET_NAMES
 STAGES = ("data", "baseline", "student", "distill", "prune", "quantize", "export")
 ARCHITECTURES = ("mobilenet_v1", "mobilenet_v2", "plain_cnn")
 OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("warmup_cosine", "step", "one_cycle", "constant")
 QUANTIZE_METHODS = ("auto", "qat", "ptq")
 EXPORT_QUANTIZATIONS = ("int8_full", "int8", "float16", "dynamic", "none")
 
@@ -115,6 +116,7 @@ SCHEMA = {
         "epochs": (12, _int(1)),
         "optimizer": ("sgd", _choice(*OPTIMIZERS)),
         "learning_rate": (0.1, _float(0.0, low_inclusive=False)),
+        "schedule": ("warmup_cosine", _choice(*SCHEDULES)),
         "warmup_epochs": (1, _int(0)),
         "weight_decay": (0.0, _float(0.0)),
     },
@@ -124,12 +126,14 @@ SCHEMA = {
         "dropout": (0.0, _float(0.0, 1.0, high_inclusive=False)),
         "epochs": (12, _int(0)),  # training alone, the reference for distillation; 0 skips it
         "learning_rate": (0.1, _float(0.0, low_inclusive=False)),
+        "schedule": ("warmup_cosine", _choice(*SCHEDULES)),
     },
     "distill": {
         "epochs": (12, _int(1)),
         "temperature": (4.0, _float(0.0, low_inclusive=False)),
         "alpha": (0.1, _float(0.0, 1.0)),
         "learning_rate": (0.1, _float(0.0, low_inclusive=False)),
+        "schedule": ("warmup_cosine", _choice(*SCHEDULES)),
     },
     "prune": {
         "target_sparsity": (0.5, _float(0.0, 1.0, low_inclusive=False, high_inclusive=False)),

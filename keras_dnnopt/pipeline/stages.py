@@ -138,12 +138,29 @@ def _optimizer(name, schedule, weight_decay=0.0):
     return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True, **kwargs)
 
 
-def _schedule(run, learning_rate, epochs, warmup_epochs=0):
-    from keras_dnnopt.schedules import WarmupCosineDecay
+def _schedule(run, learning_rate, epochs, warmup_epochs=0, kind="warmup_cosine"):
+    """The learning-rate schedule of a stage's training, over its steps:
+
+    - `"warmup_cosine"`: linear warm-up for `warmup_epochs`, then cosine decay to 0;
+    - `"step"`: the same warm-up, then x0.1 at 50% and again at 75% of the steps;
+    - `"one_cycle"`: Smith's one-cycle (`OneCycle`) peaking at `learning_rate`;
+    - `"constant"`: `learning_rate` throughout.
+    """
+    from keras_dnnopt.schedules import OneCycle, StepDecay, WarmupCosineDecay
 
     steps = run.steps_per_epoch
     total = steps * epochs
     warmup = min(steps * warmup_epochs, total - 1)
+    if kind == "constant":
+        return learning_rate
+    if kind == "one_cycle":
+        return OneCycle(max_learning_rate=learning_rate, total_steps=max(total, 2))
+    if kind == "step":
+        # StepDecay counts its boundaries from the end of the warm-up.
+        first = max(total // 2 - warmup, 1)
+        second = max(3 * total // 4 - warmup, first + 1)
+        return StepDecay(learning_rate=learning_rate, boundaries=[first, second], gamma=0.1,
+                         warmup_steps=warmup)
     return WarmupCosineDecay(learning_rate=learning_rate, decay_steps=max(total - warmup, 1),
                              warmup_steps=warmup)
 
@@ -267,13 +284,15 @@ def baseline_stage(run, workdir):
     cfg = run.config["baseline"]
     _seed(run, 1)
     model = _build(run, "baseline")
-    schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], cfg["warmup_epochs"])
+    schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], cfg["warmup_epochs"],
+                         cfg["schedule"])
     history = _fit(run, model, cfg["epochs"],
                    _optimizer(cfg["optimizer"], schedule, cfg["weight_decay"]))
     _save_model(model, workdir, run)
     metrics = _measure(run, model, workdir)
-    return {"summary": f"{_describe(cfg)}, {cfg['epochs']} epochs, warm-up cosine "
-                       f"{cfg['optimizer']} (peak {cfg['learning_rate']:g})",
+    return {"summary": f"{_describe(cfg)}, {cfg['epochs']} epochs, {cfg['optimizer']} with a "
+                       f"{cfg['schedule'].replace('_', ' ')} schedule (peak "
+                       f"{cfg['learning_rate']:g})",
             "metrics": metrics, "history": history, "artifact": MODEL_FILE}
 
 
@@ -284,7 +303,7 @@ def student_stage(run, workdir):
     model = _build(run, "student")
     history = None
     if cfg["epochs"]:
-        schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], 1)
+        schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], 1, cfg["schedule"])
         history = _fit(run, model, cfg["epochs"], _optimizer("sgd", schedule))
     _save_model(model, workdir, run)
     metrics = _measure(run, model, workdir, with_accuracy=bool(cfg["epochs"]))
@@ -301,7 +320,7 @@ def distill_stage(run, workdir):
                          f"Received: stages={run.config['stages']}")
     _seed(run, 3)
     student = _build(run, "student")
-    schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], 1)
+    schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], 1, cfg["schedule"])
     history = _fit(run, _distiller(run, student), cfg["epochs"],
                    _optimizer("sgd", schedule))
     _save_model(student, workdir, run)

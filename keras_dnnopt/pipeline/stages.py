@@ -367,18 +367,10 @@ def quantize_method(config):
     return method
 
 
-def _qat_model(run, source, scheme):
-    from keras_dnnopt.compression import quantize
-
-    return quantize(source, scheme=scheme)
-
-
-def _qat_scheme(run, source_stage):
-    return "pqat" if source_stage == "prune" else "default"
-
-
 def quantize_stage(run, workdir):
     """Quantization-aware training (tf_keras) or the set-up of full-integer PTQ."""
+    from keras_dnnopt.compression import quantize
+
     cfg = run.config["quantize"]
     source_stage = run.latest_model_stage("quantize")
     method = quantize_method(run.config)
@@ -390,8 +382,9 @@ def quantize_stage(run, workdir):
                 "metrics": {}, "extra": {"method": "ptq", "source": source_stage}}
     _seed(run, 5)
     source = run.model_of(source_stage)
-    scheme = _qat_scheme(run, source_stage)
-    qat = _qat_model(run, source, scheme)
+    # PQAT keeps the zeros of a pruned model through quantization-aware training.
+    scheme = "pqat" if source_stage == "prune" else "default"
+    qat = quantize(source, scheme=scheme)
     history, distilled = _fine_tune(run, qat, cfg)
     qat.save_weights(os.path.join(workdir, "qat.weights.h5"))
     from keras_dnnopt.evaluation import evaluate_report
@@ -429,7 +422,9 @@ def export_stage(run, workdir):
     float_model = run.model_of(source_stage)
     model = float_model
     if quantize_record is not None and quantize_record["extra"]["method"] == "qat":
-        model = _qat_model(run, float_model, quantize_record["extra"]["scheme"])
+        from keras_dnnopt.compression import quantize
+
+        model = quantize(float_model, scheme=quantize_record["extra"]["scheme"])
         model.load_weights(os.path.join(run.store.folder("quantize"), "qat.weights.h5"))
     quantization = cfg["quantization"]
     if quantize_record is None and quantization.startswith("int8"):

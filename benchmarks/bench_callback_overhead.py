@@ -6,40 +6,39 @@ num_classes=10, alpha=0.25)`) with SGD(momentum=0.9) on one repeated random batc
 OneCycleMomentum, GradientNormMonitor, ThroughputMonitor), and, for comparison,
 OneCycleMomentum as it was before it computed the momentum once per optimizer step.
 
-Built for a noisy, shared machine:
+Two methods (`--method fit|ab|both`):
 
-- Every run is one `fit` of `--epochs` epochs of `--steps` steps. The first epoch
-  absorbs the (re)tracing and is not timed; each later epoch gives a per-step time
-  (epoch time / steps), and the run's figure is the median of those. The timer only
-  hooks `on_epoch_begin`/`on_epoch_end` (a batch hook would change how both Kerases
+- `ab`, step-level A/B in one process, the one that resolves 2%: whole `fit` runs differ
+  by 10% or more from one another on a 2-core machine even when it is quiet. For each
+  callback, the train function traced without it (A) and the one traced with its
+  patches, wrapped in its batch hooks (B), run alternately on the same model, in a
+  random order within each pair, as `fit`'s loop calls them; its epoch hooks run every
+  `--steps` B steps and are timed. Overhead: `mean(B - A) / mean(A)` plus the epoch
+  hooks per step, with a 95% bootstrap interval over the `--pairs` pairs.
+- `fit`, whole `fit` runs, end to end: each run is one `fit` of `--epochs` epochs of
+  `--steps` steps; the first epoch absorbs the (re)tracing and is not timed; each later
+  epoch gives a per-step time, and the run's figure is the median of those. The timer
+  only hooks `on_epoch_begin`/`on_epoch_end` (a batch hook would change how both Kerases
   dispatch steps); it is the last callback, so the epoch-end work of the callback under
-  test is counted.
-- Runs are interleaved: each repeat runs every configuration once, in a fresh random
-  order (fixed seed), so a slow spell of the machine hits all of them alike.
-- The overhead is paired: in each repeat, `t(callback) / t(none) - 1`; the table gives
-  the median over repeats and the interquartile range (IQR), for wall time and for the
-  process CPU time (`time.process_time`, all threads), which the other processes of a
-  shared machine disturb less.
-- A noise-free figure: the number of graph nodes each callback adds to the traced train
-  function (its graph and the functions it calls). In-graph work per step is what a
-  callback costs once it keeps `fit` asynchronous. (`perf stat -e instructions` is not
-  supported in the container this was written on, and TF under callgrind is too slow.)
+  test is counted. Each repeat runs every configuration once, in a fresh random order
+  (fixed seed); the overhead is paired within a repeat, `t(callback) / t(none) - 1`,
+  median and interquartile range (IQR) over repeats, of wall time and of process CPU
+  time. Also the number of graph nodes each callback adds to the traced train function
+  (its graph and the functions it calls), a noise-free figure. (`perf stat -e
+  instructions` is not supported in the container this was written on.)
 
 Prints a Markdown table, the exact command and the versions.
 
 Run (Keras 3; add TF_USE_LEGACY_KERAS=1 for tf_keras):
 
-    python benchmarks/bench_callback_overhead.py
-    python benchmarks/bench_callback_overhead.py --repeats 15 --epochs 4 --steps 20
+    python benchmarks/bench_callback_overhead.py --method ab --pairs 600 --steps 20
+    python benchmarks/bench_callback_overhead.py --method fit --repeats 15 --epochs 4 --steps 20
 """
 
 import argparse
 import os
-import platform
 import random
-import shlex
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,6 +53,8 @@ from keras_dnnopt.callbacks import (  # noqa: E402
     ThroughputMonitor,
 )
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
+
+from _common import print_footer  # noqa: E402
 
 BATCH = 64
 
@@ -117,7 +118,8 @@ def quartiles(values):
     return median, q1, q3
 
 
-def run(args):
+def model_and_data():
+    """The compiled model (seed 0) and one random batch repeated forever."""
     keras.utils.set_random_seed(0)
     model = mobilenet_v1(input_shape=(32, 32, 3), num_classes=10, alpha=0.25)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
@@ -125,7 +127,11 @@ def run(args):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=(BATCH,))
-    dataset = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+    return model, tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+
+
+def run(args):
+    model, dataset = model_and_data()
 
     configs = configurations(args.epochs * args.steps)
     names = list(configs)
@@ -167,12 +173,108 @@ def run(args):
         base_wall)
     print(f"\nNo-callback runs alone: wall IQR {spread:.1f}% of their median "
           f"(min..max {1e3 * base_wall.min():.2f}..{1e3 * base_wall.max():.2f} ms).")
-    env = "TF_USE_LEGACY_KERAS=1 " if os.environ.get("TF_USE_LEGACY_KERAS") == "1" else ""
-    print(f"\nCommand: `{env}python {' '.join(shlex.quote(a) for a in sys.argv)}`")
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}; "
-          f"Python {platform.python_version()}; load average at the end: {load}")
+
+
+def _sync(logs):
+    """Waits for the step's results (the train function may return before they exist)."""
+    for value in tf.nest.flatten(logs):
+        if hasattr(value, "numpy"):
+            value.numpy()
+    return logs
+
+
+def _step_with(patched, callbacks, iterator, step):
+    """B: the patched step inside the callbacks' batch hooks, as `fit` runs it (seconds)."""
+    start = time.perf_counter()
+    for callback in callbacks:
+        callback.on_train_batch_begin(step)
+    logs = dict(_sync(patched(iterator)))
+    for callback in callbacks:
+        callback.on_train_batch_end(step, logs)
+    return time.perf_counter() - start
+
+
+def _step_without(plain, iterator):
+    """A: the step traced without any callback (seconds)."""
+    start = time.perf_counter()
+    _sync(plain(iterator))
+    return time.perf_counter() - start
+
+
+def step_ab(args):
+    """In-process A/B at the step level: for each callback, the train function traced
+    without it (A) and the one traced with its patches, wrapped in its batch hooks (B),
+    are called alternately, in a random order within each pair, on the same model, as
+    `fit`'s loop would call them; its epoch hooks run every `--steps` B steps and are
+    timed too. A slow spell of the machine hits both halves of a pair alike, so the
+    paired differences resolve far less than the spread between whole `fit` runs."""
+    model, dataset = model_and_data()
+    iterator = iter(dataset)
+    order = random.Random(0)
+    boot = np.random.default_rng(0)
+    rows = []
+    configs = configurations(args.pairs)
+    for name, make in configs.items():
+        if name == "none" or (args.only and name not in args.only):
+            continue
+        model.make_train_function(force=True)
+        plain = model.train_function
+        for _ in range(5):  # traces A before any patch, then warms it
+            _sync(plain(iterator))
+        callbacks = make()
+        for callback in callbacks:
+            callback.set_model(model)
+            callback.set_params({"epochs": 1, "steps": args.pairs, "verbose": 0})
+            callback.on_train_begin()
+        patched = model.train_function  # traced at its first call, with the patches
+        epoch_seconds = 0.0
+
+        for callback in callbacks:
+            callback.on_epoch_begin(0)
+        for step in range(5):  # traces B, warms it
+            _step_with(patched, callbacks, iterator, step)
+        a_times, b_times = [], []
+        for step in range(args.pairs):
+            if order.random() < 0.5:
+                a_times.append(_step_without(plain, iterator))
+                b_times.append(_step_with(patched, callbacks, iterator, step))
+            else:
+                b_times.append(_step_with(patched, callbacks, iterator, step))
+                a_times.append(_step_without(plain, iterator))
+            if (step + 1) % args.steps == 0:  # an epoch boundary of `fit`
+                start = time.perf_counter()
+                logs = {}
+                for callback in callbacks:
+                    callback.on_epoch_end(step // args.steps, logs)
+                for callback in callbacks:
+                    callback.on_epoch_begin(step // args.steps + 1)
+                epoch_seconds += time.perf_counter() - start
+        for callback in callbacks:
+            callback.on_train_end()
+        a, b = np.array(a_times), np.array(b_times)
+        diff = b - a
+        base = a.mean()
+        epoch_share = epoch_seconds / args.pairs
+        mean = (diff.mean() + epoch_share) / base
+        resampled = boot.integers(0, len(diff), size=(2000, len(diff)))
+        means = (diff[resampled].mean(axis=1) + epoch_share) / a[resampled].mean(axis=1)
+        low, high = np.percentile(means, [2.5, 97.5])
+        median = np.median(diff) / np.median(a)
+        rows.append((name, 1e3 * np.median(a), 1e3 * np.median(b), 100 * mean, 100 * low,
+                     100 * high, 100 * median, 1e6 * epoch_share))
+    print(f"\nStep-level A/B, {KERAS_NAME} (TF {tf.__version__}), mobilenet_v1(alpha=0.25) on "
+          f"32x32x3, batch {BATCH}: {args.pairs} alternating pairs per callback, epoch hooks "
+          f"every {args.steps} steps\n")
+    print("| callback | A: step without (ms, median) | B: step with (ms, median) "
+          "| overhead, mean [95% CI] | overhead, median of differences "
+          "| epoch hooks per step (us) | <= 2% |")
+    print("|---|---:|---:|---:|---:|---:|:---:|")
+    for name, a_ms, b_ms, mean, low, high, median, epoch_us in rows:
+        verdict = "yes" if high <= 2.0 else ("no" if low > 2.0 else "undecided")
+        print(f"| {name} | {a_ms:.2f} | {b_ms:.2f} | {mean:+.2f}% [{low:+.2f}, {high:+.2f}] "
+              f"| {median:+.2f}% | {epoch_us:.1f} | {verdict} |")
+    print("\n`<= 2%`: yes when the whole 95% interval is at or below 2%, no when it is all "
+          "above, undecided otherwise.")
 
 
 def main(argv=None):
@@ -181,11 +283,21 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=4,
                         help="epochs per run, the first one untimed (>= 2)")
     parser.add_argument("--repeats", type=int, default=9,
-                        help="interleaved runs of every configuration")
+                        help="interleaved runs of every configuration (--method fit)")
+    parser.add_argument("--pairs", type=int, default=400,
+                        help="alternating step pairs per callback (--method ab)")
+    parser.add_argument("--only", nargs="+", choices=list(configurations(0))[1:],
+                        metavar="CALLBACK", help="A/B only these callbacks (--method ab)")
+    parser.add_argument("--method", choices=["fit", "ab", "both"], default="both",
+                        help="whole `fit` runs, step-level A/B, or both (default)")
     args = parser.parse_args(argv)
-    if args.epochs < 2 or args.steps < 1 or args.repeats < 1:
-        parser.error("needs --epochs >= 2, --steps >= 1 and --repeats >= 1")
-    run(args)
+    if args.epochs < 2 or args.steps < 1 or args.repeats < 1 or args.pairs < 10:
+        parser.error("needs --epochs >= 2, --steps >= 1, --repeats >= 1 and --pairs >= 10")
+    if args.method in ("fit", "both"):
+        run(args)
+    if args.method in ("ab", "both"):
+        step_ab(args)
+    print_footer()
 
 
 if __name__ == "__main__":

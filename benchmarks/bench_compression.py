@@ -49,9 +49,6 @@ Run (Keras 3; add TF_USE_LEGACY_KERAS=1 for tf_keras, where TF-MOT adds QAT):
 import argparse
 import json
 import os
-import platform
-import shlex
-import sys
 import tempfile
 import time
 
@@ -76,17 +73,9 @@ from keras_dnnopt.export import (  # noqa: E402
 )
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
 
+from _common import digits_split, print_footer  # noqa: E402
+
 FLOAT, FLOAT_FT = "float", "float + fine-tune"
-
-
-def load_digits_split():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
-    y = digits.target.astype("int64")
-    return train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
 
 
 def adam(lr, steps):
@@ -226,11 +215,7 @@ def print_table(per_seed, args, params, n_train, n_test, clock):
     print("\n| target | measured (mean) | verdict |\n|---|---:|---|")
     for target, measured, ok in checks:
         print(f"| {target} | {measured} | {'met' if ok else '**missed**'} |")
-    env = "TF_USE_LEGACY_KERAS=1 " if USING_TF_KERAS else ""
-    print(f"\nCommand: `{env}python {shlex.join(sys.argv)}` "
-          f"({time.perf_counter() - clock:.0f} s so far)")
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"load average now {os.getloadavg()[0]:.1f}", flush=True)
+    print_footer(f" ({time.perf_counter() - clock:.0f} s so far)")
 
 
 def main(argv=None):
@@ -250,7 +235,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     clock = time.perf_counter()
-    data = load_digits_split()
+    data = digits_split()
     per_seed = []
     for i, seed in enumerate(args.seeds):
         results, params = run_seed(args, seed, data, with_latency=i == 0)

@@ -26,10 +26,7 @@ Run (Keras 3; add TF_USE_LEGACY_KERAS=1 for tf_keras):
 
 import argparse
 import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,6 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from keras_dnnopt.backend import KERAS_NAME, keras, tf  # noqa: E402
 from keras_dnnopt.data import default_augmentation, load_dataset  # noqa: E402
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
+
+from _common import print_footer  # noqa: E402
 
 
 class _Timer(keras.callbacks.Callback):
@@ -127,11 +126,7 @@ def run(args):
           f"{median['fit_pipeline'] / median['train']:.2f}x |")
     verdict = "met" if ratio >= 3.0 else "NOT met"
     print(f"\nTarget (pipeline >= 3x training rate): {verdict} ({ratio:.1f}x).")
-    env = "TF_USE_LEGACY_KERAS=1 " if os.environ.get("TF_USE_LEGACY_KERAS") == "1" else ""
-    print(f"\nCommand: `{env}python {' '.join(shlex.quote(a) for a in sys.argv)}`")
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}; "
-          f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}")
+    print_footer()
 
 
 def main(argv=None):

@@ -28,10 +28,7 @@ Run (Keras 3; add TF_USE_LEGACY_KERAS=1 for tf_keras, where Keras' Distiller is 
 
 import argparse
 import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -43,15 +40,7 @@ from keras_dnnopt.distillation import Distiller, cache_teacher_outputs  # noqa: 
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
 from keras_dnnopt.schedules import WarmupCosineDecay  # noqa: E402
 
-
-def load_digits_split():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
-    y = digits.target.astype("int64")
-    return train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
+from _common import digits_split, print_footer  # noqa: E402
 
 
 def sparse_ce():
@@ -174,7 +163,7 @@ def timing(args, teacher, data, kinds):
 def run(args):
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     clock = time.perf_counter()
-    data = load_digits_split()
+    data = digits_split()
     x_train, x_test, y_train, y_test = data
     steps = -(-len(x_train) // args.batch)
 
@@ -228,12 +217,7 @@ def run(args):
         ratio = medians["ours, live teacher"] / medians["keras.distillation.Distiller"]
         print(f"\nOurs (live teacher) / keras.distillation.Distiller step time: {ratio:.2f}x")
 
-    env = "TF_USE_LEGACY_KERAS=1 " if os.environ.get("TF_USE_LEGACY_KERAS") == "1" else ""
-    print(f"\nCommand: `{env}python {' '.join(shlex.quote(a) for a in sys.argv)}` "
-          f"({time.perf_counter() - clock:.0f} s)")
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}; "
-          f"Python {platform.python_version()}")
+    print_footer(f" ({time.perf_counter() - clock:.0f} s)")
 
 
 def main(argv=None):

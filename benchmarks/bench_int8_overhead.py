@@ -17,18 +17,17 @@ Run (either Keras):
 
 import argparse
 import os
-import platform
-import shlex
-import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_dnnopt.backend import KERAS_NAME, USING_TF_KERAS, keras, tf  # noqa: E402
+from keras_dnnopt.backend import KERAS_NAME, keras, tf  # noqa: E402
 from keras_dnnopt.export import export_tflite  # noqa: E402
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
+
+from _common import print_footer  # noqa: E402
 
 
 def quantization_parameter_count(path):
@@ -69,9 +68,7 @@ def main(argv=None):
     for alpha, params, fp, q8, pairs in rows:
         print(f"| {alpha} | {params:,} | {fp / 1024:.1f} | {q8 / 1024:.1f} | {q8 / fp:.4f}x "
               f"| {pairs:,} | {12 * pairs / fp:.4f}x |")
-    env = "TF_USE_LEGACY_KERAS=1 " if USING_TF_KERAS else ""
-    print(f"\nCommand: `{env}python {shlex.join(sys.argv)}`")
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print_footer()
 
 
 if __name__ == "__main__":

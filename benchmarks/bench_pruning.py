@@ -26,7 +26,6 @@ Run (Keras 3; add TF_USE_LEGACY_KERAS=1 for tf_keras, where TF-MOT does the prun
 import argparse
 import gzip
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -46,15 +45,7 @@ from keras_dnnopt.compression import (  # noqa: E402
 )
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
 
-
-def load_digits_split():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
-    y = digits.target.astype("int64")
-    return train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
+from _common import digits_split, machine_line  # noqa: E402
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -104,7 +95,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    x_train, x_test, y_train, y_test = load_digits_split()
+    x_train, x_test, y_train, y_test = digits_split()
     base = mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=args.alpha,
                         classifier_activation=None)
     # A few hundred steps are too few for Keras' default batch-norm momentum (0.99): the
@@ -143,7 +134,7 @@ def main(argv=None):
     dense = rows[0]
     print(f"Pruning on digits, mobilenet_v1(alpha={args.alpha}) at 8x8x1, {KERAS_NAME}, "
           f"{'TF-MOT' if USING_TF_KERAS else 'native Keras 3 pruning'}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)\n")
+          f"{machine_line()}\n")
     print("| config | test accuracy | sparsity | .tflite KB | gzipped KB | gzipped / dense "
           "| step ms | step / dense |")
     print("|---|---|---|---|---|---|---|---|")

@@ -28,19 +28,16 @@ Run (tf_keras for every row; Keras 3 gives the rows that work there):
 import argparse
 import gzip
 import os
-import platform
-import shlex
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_dnnopt.backend import KERAS_NAME, USING_TF_KERAS, keras, tf  # noqa: E402
 from keras_dnnopt.compression import cluster, quantize, strip_clustering  # noqa: E402
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
+
+from _common import digits_split, print_footer  # noqa: E402
 
 
 def parse_args():
@@ -51,13 +48,6 @@ def parse_args():
     parser.add_argument("--clusters", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
-
-
-def data(seed):
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
-    return train_test_split(x, digits.target, test_size=0.2, stratify=digits.target,
-                            random_state=seed)
 
 
 def train(model, x, y, epochs, learning_rate):
@@ -98,7 +88,7 @@ def tflite_accuracy(content, x, y):
 def main():
     args = parse_args()
     keras.utils.set_random_seed(args.seed)
-    x_train, x_test, y_train, y_test = data(args.seed)
+    x_train, x_test, y_train, y_test = digits_split(test_size=0.2, random_state=args.seed)
     model = mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=args.alpha)
     train(model, x_train, y_train, args.epochs, 3e-3)
     keras_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
@@ -132,11 +122,9 @@ def main():
               f"| {gz / 1024:.1f} | {gz / base_gz:.3f} |")
     if not USING_TF_KERAS:
         print("| QAT int8, CQAT int8 | n/a: TF-MOT needs tf_keras | | | | | |")
-    env = "TF_USE_LEGACY_KERAS=1 " if USING_TF_KERAS else ""
-    print(f"\nCommand: {env}python {' '.join(shlex.quote(a) for a in sys.argv)}")
-    print(f"{KERAS_NAME}, TensorFlow {tf.__version__}, Python {platform.python_version()}, "
-          f"{platform.machine()}, {os.cpu_count()} CPUs (shared); test set {len(y_test)} "
-          f"images, train {len(y_train)}")
+    print(f"\n{KERAS_NAME}, TensorFlow {tf.__version__}; test set {len(y_test)} images, "
+          f"train {len(y_train)}")
+    print_footer()
 
 
 if __name__ == "__main__":

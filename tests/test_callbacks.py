@@ -479,6 +479,27 @@ def test_lr_finder_plot_returns_figure(tmp_path):
     assert finder.plot(ax=ax) is figure
 
 
+def test_lr_finder_plot_rejects_a_bad_path_and_saves_atomically(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    finder = _ran_finder()
+    with pytest.raises(ValueError, match=r"Argument `path`.*Received: path='curve.nope'"):
+        finder.plot(path="curve.nope")
+    # A save that fails half-way leaves the previous image as it was, and no temporary file.
+    path = tmp_path / "lr_find.png"
+    path.write_bytes(b"previous image")
+    from matplotlib.figure import Figure
+
+    def failing_savefig(self, stream, **kwargs):
+        stream.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", failing_savefig)
+    with pytest.raises(OSError, match="disk full"):
+        finder.plot(path=str(path))
+    assert path.read_bytes() == b"previous image"
+    assert [p.name for p in tmp_path.iterdir()] == ["lr_find.png"]
+
+
 def test_lr_finder_plot_without_matplotlib_names_the_extra(monkeypatch):
     finder = _ran_finder()
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

@@ -11,7 +11,6 @@ retraces again, so that a later `fit` without the callback runs an unpatched ste
 """
 
 import contextlib
-import functools
 import threading
 
 import numpy as np
@@ -95,28 +94,6 @@ def check_bool(name, value):
 def retrace(model):
     """Makes `fit` trace a new train function at its next step."""
     model.make_train_function(force=True)
-
-
-class MethodPatch:
-    """Replaces `obj.<name>` on the instance by `make_wrapper(original)`; `restore()`
-    puts the previous state back (an instance attribute, or the class's method)."""
-
-    def __init__(self, obj, name, make_wrapper):
-        self.obj = obj
-        self.name = name
-        self._had_instance_attr = name in vars(obj)
-        self._previous = vars(obj).get(name)
-        original = getattr(obj, name)
-        self.wrapper = functools.wraps(original)(make_wrapper(original))
-        setattr(obj, name, self.wrapper)
-
-    def restore(self):
-        if vars(self.obj).get(self.name) is not self.wrapper:
-            return  # someone patched on top of us; leave their patch in place
-        if self._had_instance_attr:
-            setattr(self.obj, self.name, self._previous)
-        else:
-            delattr(self.obj, self.name)
 
 
 class DynamicHyperparameter:

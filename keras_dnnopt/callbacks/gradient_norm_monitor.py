@@ -1,7 +1,8 @@
 """`GradientNormMonitor`: the global norm of the training gradients, sampled every N steps."""
 
 from keras_dnnopt.backend import keras, tf
-from keras_dnnopt.callbacks._hooks import MethodPatch, model_optimizer, retrace
+from keras_dnnopt.callbacks._hooks import model_optimizer, retrace
+from keras_dnnopt.utils.patching import MethodPatch
 from keras_dnnopt.utils.validation import check_number
 
 

@@ -7,7 +7,6 @@ import numpy as np
 
 from keras_dnnopt.backend import check_model, keras, optimizer_variables, tf
 from keras_dnnopt.callbacks._hooks import (
-    MethodPatch,
     base_optimizer,
     check_settable_learning_rate,
     current_learning_rate,
@@ -15,6 +14,8 @@ from keras_dnnopt.callbacks._hooks import (
     retrace,
     set_learning_rate,
 )
+from keras_dnnopt.utils.figures import check_save_path, new_figure, require_matplotlib, save_figure
+from keras_dnnopt.utils.patching import MethodPatch
 from keras_dnnopt.utils.validation import check_choice, check_number
 
 SUGGESTION_METHODS = ("steepest", "min_loss")
@@ -297,7 +298,8 @@ class LRFinder(keras.callbacks.Callback):
         Args:
             ax: a matplotlib `Axes` to draw into, or `None` for a new figure. Defaults
                 to `None`.
-            path: a file to save the figure to, or `None`. Defaults to `None`.
+            path: a file to save the figure to (an extension matplotlib can write; none
+                means PNG), or `None`. Written atomically. Defaults to `None`.
 
         Returns:
             The matplotlib `Figure`.
@@ -305,19 +307,12 @@ class LRFinder(keras.callbacks.Callback):
         Raises:
             ImportError: if matplotlib is not installed
                 (`pip install keras_dnnopt[viz]`).
+            ValueError: if `path` is not a file name matplotlib can write.
         """
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-        except ImportError as error:
-            raise ImportError(
-                "LRFinder.plot needs matplotlib: `pip install keras_dnnopt[viz]` "
-                "(or `pip install matplotlib`)."
-            ) from error
+        require_matplotlib("LRFinder.plot")
+        check_save_path(path, "path")  # a bad file name fails before any drawing
         if ax is None:
-            figure = Figure(figsize=(6, 4))
-            FigureCanvasAgg(figure)  # draws off-screen, whatever pyplot's backend
-            ax = figure.add_subplot()
+            figure, (ax,) = new_figure("LRFinder.plot", figsize=(6.0, 4.0))
         else:
             figure = ax.figure
         count = min(len(self.learning_rates), len(self.losses))
@@ -333,6 +328,5 @@ class LRFinder(keras.callbacks.Callback):
         ax.set_ylabel("loss")
         ax.set_title("Learning-rate range test")
         ax.legend()
-        if path is not None:
-            figure.savefig(path)
+        save_figure(figure, path, name="path")  # atomic: never a half-written image
         return figure

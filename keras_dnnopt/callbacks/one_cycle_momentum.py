@@ -3,12 +3,12 @@
 from keras_dnnopt.backend import USING_TF_KERAS, keras
 from keras_dnnopt.callbacks._hooks import (
     DynamicHyperparameter,
-    MethodPatch,
     base_optimizer,
     model_optimizer,
     retrace,
 )
 from keras_dnnopt.schedules.one_cycle import one_cycle_value
+from keras_dnnopt.utils.patching import MethodPatch
 from keras_dnnopt.utils.validation import check_number
 
 # The optimizer attribute that plays the part of momentum, in order of preference.

@@ -4,11 +4,11 @@ import time
 
 from keras_dnnopt.backend import keras, tf
 from keras_dnnopt.callbacks._hooks import (
-    MethodPatch,
     model_optimizer,
     retrace,
     skip_batch_end_hook,
 )
+from keras_dnnopt.utils.patching import MethodPatch
 from keras_dnnopt.utils.validation import check_number
 
 

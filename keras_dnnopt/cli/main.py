@@ -664,7 +664,7 @@ def _cmd_lr_find(args):
                           f"Received: {args.steps}")
     if args.plot is not None:
         # Before any training: a missing matplotlib or a bad file name fails at once.
-        from keras_dnnopt.visualization._matplotlib import check_save_path, require_matplotlib
+        from keras_dnnopt.utils.figures import check_save_path, require_matplotlib
 
         require_matplotlib("dnnopt lr-find --plot")
         try:

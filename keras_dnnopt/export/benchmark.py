@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from keras_dnnopt.utils.timing import time_runs
+from keras_dnnopt.utils.timing import TimedRunsMixin, time_runs
 from keras_dnnopt.utils.validation import check_number
 
 
@@ -85,7 +85,7 @@ def file_sizes(path):
 
 
 @dataclasses.dataclass(frozen=True)
-class TFLiteLatency:
+class TFLiteLatency(TimedRunsMixin):
     """Latency of repeated inferences of a `.tflite` file, in milliseconds.
 
     Attributes:
@@ -112,18 +112,6 @@ class TFLiteLatency:
     warmup: int
     runtime: str
     times_ms: tuple
-
-    @property
-    def throughput(self):
-        """Samples per second at the median latency."""
-        return 1000.0 * self.batch_size / self.median_ms if self.median_ms > 0 else float("inf")
-
-    def to_dict(self):
-        """The result as plain JSON-serializable data (with `throughput`)."""
-        data = dataclasses.asdict(self)
-        data["times_ms"] = list(self.times_ms)
-        data["throughput"] = self.throughput
-        return data
 
     def __str__(self):
         return (

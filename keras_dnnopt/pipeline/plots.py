@@ -17,13 +17,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from keras_dnnopt.visualization import overlay_heatmap
-from keras_dnnopt.visualization._matplotlib import (
+from keras_dnnopt.utils.figures import (
     check_save_path,
     new_figure,
     require_matplotlib,
     save_figure,
 )
+from keras_dnnopt.visualization import overlay_heatmap
 
 # The history keys read for each panel, first found wins (Keras 3 logs `accuracy`, tf_keras
 # may log `acc`; a Distiller compiled with a named metric logs that name).

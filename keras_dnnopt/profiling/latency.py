@@ -5,12 +5,12 @@ import dataclasses
 import numpy as np
 
 from keras_dnnopt.backend import check_model, tf
-from keras_dnnopt.utils.timing import time_runs
+from keras_dnnopt.utils.timing import TimedRunsMixin, time_runs
 from keras_dnnopt.utils.validation import check_number, check_shape
 
 
 @dataclasses.dataclass
-class LatencyResult:
+class LatencyResult(TimedRunsMixin):
     """Latency of repeated forward passes, in milliseconds.
 
     Attributes:
@@ -35,18 +35,6 @@ class LatencyResult:
     warmup: int
     use_tf_function: bool
     times_ms: tuple
-
-    @property
-    def throughput(self):
-        """Samples per second at the median latency."""
-        return 1000.0 * self.batch_size / self.median_ms if self.median_ms > 0 else float("inf")
-
-    def to_dict(self):
-        """The result as plain JSON-serializable data (with `throughput`)."""
-        data = dataclasses.asdict(self)
-        data["times_ms"] = list(self.times_ms)
-        data["throughput"] = self.throughput
-        return data
 
     def __str__(self):
         return (

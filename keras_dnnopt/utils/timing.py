@@ -1,5 +1,6 @@
 """Timing of repeated runs, shared by `profiling.measure_latency` and `export.benchmark_tflite`."""
 
+import dataclasses
 import time
 
 import numpy as np
@@ -28,3 +29,21 @@ def time_runs(run_once, warmup, runs):
         min_ms=float(values.min()), max_ms=float(values.max()),
         times_ms=tuple(float(t) for t in times),
     )
+
+
+class TimedRunsMixin:
+    """What the latency results of `measure_latency` and `benchmark_tflite` share: the
+    throughput at the median and the JSON form. For dataclasses with the fields of
+    `time_runs` and a `batch_size`."""
+
+    @property
+    def throughput(self):
+        """Samples per second at the median latency."""
+        return 1000.0 * self.batch_size / self.median_ms if self.median_ms > 0 else float("inf")
+
+    def to_dict(self):
+        """The result as plain JSON-serializable data (with `throughput`)."""
+        data = dataclasses.asdict(self)
+        data["times_ms"] = list(self.times_ms)
+        data["throughput"] = self.throughput
+        return data

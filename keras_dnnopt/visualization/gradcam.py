@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_dnnopt.backend import check_model, keras, tf
-from keras_dnnopt.callbacks._hooks import MethodPatch
+from keras_dnnopt.utils.patching import MethodPatch
 from keras_dnnopt.visualization._explain import (
     check_class_index,
     check_images,

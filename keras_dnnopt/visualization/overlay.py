@@ -3,8 +3,8 @@
 import numpy as np
 
 from keras_dnnopt.backend import tf
+from keras_dnnopt.utils.figures import require_matplotlib
 from keras_dnnopt.utils.validation import check_number
-from keras_dnnopt.visualization._matplotlib import require_matplotlib
 
 
 def _check_image(image):

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from keras_dnnopt.backend import tf
-from keras_dnnopt.utils.validation import check_number
-from keras_dnnopt.visualization._matplotlib import (
+from keras_dnnopt.utils.figures import (
     check_save_path,
     new_figure,
     require_matplotlib,
     save_figure,
 )
+from keras_dnnopt.utils.validation import check_number
 
 LEARNING_RATE_KEYS = ("learning_rate", "lr")
 NORMALIZE_CHOICES = (None, False, True, "true", "pred", "all")

@@ -1,4 +1,5 @@
-"""matplotlib, off-screen: the lazy import, a new figure and the atomic PNG save.
+"""matplotlib, off-screen: the lazy import, a new figure and the atomic image save (shared by
+the plots of `visualization`, `pipeline`, `LRFinder.plot` and the CLI).
 
 The plots draw on a `matplotlib.figure.Figure` with its own Agg canvas (the
 object-oriented API, without pyplot), so they never switch or depend on the backend a
@@ -38,15 +39,15 @@ def new_figure(what, figsize=(6.0, 4.0), nrows=1, ncols=1):
     return figure, list(axes.ravel())
 
 
-def check_save_path(save_path):
+def check_save_path(save_path, name="save_path"):
     """Validates `save_path` (None, or a path whose extension matplotlib can write;
-    no extension means PNG) and returns `(path, format)`."""
+    no extension means PNG) and returns `(path, format)`; errors call it `name`."""
     if save_path is None:
         return None, None
     if not isinstance(save_path, (str, os.PathLike)) or not os.fspath(save_path):
         raise ValueError(
-            "Argument `save_path` must be None or a file path (str or os.PathLike), e.g. "
-            f"'history.png'. Received: save_path={save_path!r}"
+            f"Argument `{name}` must be None or a file path (str or os.PathLike), e.g. "
+            f"'history.png'. Received: {name}={save_path!r}"
         )
     path = os.fspath(save_path)
     extension = os.path.splitext(path)[1].lower().lstrip(".")
@@ -56,18 +57,18 @@ def check_save_path(save_path):
     supported = FigureCanvasAgg.get_supported_filetypes()
     if fmt not in supported:
         raise ValueError(
-            "Argument `save_path` must end with an image extension matplotlib can write "
+            f"Argument `{name}` must end with an image extension matplotlib can write "
             f"({', '.join('.' + k for k in sorted(supported))}; none means PNG). "
-            f"Received: save_path={save_path!r}"
+            f"Received: {name}={save_path!r}"
         )
     return path, fmt
 
 
-def save_figure(figure, save_path, dpi=100):
+def save_figure(figure, save_path, dpi=100, name="save_path"):
     """Saves `figure` to `save_path` atomically: written to a temporary file in the same
     folder, then moved over the target (`os.replace`), so that a reader never sees a
     half-written image. Does nothing for `save_path=None`."""
-    path, fmt = check_save_path(save_path)
+    path, fmt = check_save_path(save_path, name)
     if path is None:
         return None
     folder = os.path.dirname(os.path.abspath(path))

@@ -232,17 +232,33 @@ def main(argv=None):
     parser.add_argument("--no-distill", action="store_true",
                         help="prune on the labels alone (no float teacher)")
     parser.add_argument("--save", help="also write the per-seed results to this JSON file")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="train nothing: print the table of runs saved with --save, in "
+                             "the order given (latency from the first; pass --seeds to "
+                             "label files saved without their seeds)")
     args = parser.parse_args(argv)
 
     clock = time.perf_counter()
     data = digits_split()
+    if args.merge:
+        per_seed, seeds = [], []
+        for path in args.merge:
+            with open(path) as f:
+                saved = json.load(f)
+            per_seed += saved["per_seed"]
+            seeds += saved.get("seeds", [])
+            params = saved["params"]
+        args.seeds = seeds if len(seeds) == len(per_seed) else args.seeds
+        print_table(per_seed, args, params, len(data[0]), len(data[1]), clock)
+        return
     per_seed = []
     for i, seed in enumerate(args.seeds):
         results, params = run_seed(args, seed, data, with_latency=i == 0)
         per_seed.append(results)
         if args.save:
             with open(args.save, "w") as f:
-                json.dump({"params": params, "per_seed": per_seed}, f)
+                json.dump({"params": params, "seeds": args.seeds[:len(per_seed)],
+                           "per_seed": per_seed}, f)
         print_table(per_seed, args, params, len(data[0]), len(data[1]), clock)
 
 

@@ -668,7 +668,7 @@ def _cmd_lr_find(args):
 
         require_matplotlib("dnnopt lr-find --plot")
         try:
-            check_save_path(args.plot)
+            check_save_path(args.plot, "--plot")
         except ValueError as error:
             raise _UsageError(f"argument --plot: {error}") from None
         folder = os.path.dirname(os.path.abspath(args.plot))

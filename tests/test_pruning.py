@@ -442,6 +442,56 @@ def test_distiller_with_pruned_student(digits):
     assert sparsity_report(teacher).overall == 0.0  # the teacher is not pruned
 
 
+@pytest.mark.skipif(not USING_TF_KERAS,
+                    reason="the reference, TF-MOT, only runs on tf_keras (the native wrappers "
+                           "run on both Kerases)")
+def test_native_wrappers_train_step_for_step_like_tfmot(digits, monkeypatch):
+    """The Keras 3 wrappers, run on tf_keras beside TF-MOT's from the same weights and
+    batches, hold the same masks after every batch and end with the same kernels."""
+    from keras_dnnopt.compression import _prunable, _pruning_native
+    from keras_dnnopt.compression import pruning as pruning_module
+
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    original = small_model()
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self, pruned):
+            super().__init__()
+            self.pruned, self.masks, self.losses = pruned, [], []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.losses.append(float(logs["loss"]))
+            self.masks.append([np.asarray(mask) for layer in self.pruned.layers
+                               for _, mask, _ in getattr(layer, "pruning_vars", ())])
+
+    def train():
+        pruned = prune(original, 0.8, end_step=8, frequency=2)
+        record = Record(pruned)
+        compile_model(pruned).fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0,
+                                  callbacks=[PruningCallback(), record])
+        wrappers = {type(layer) for layer in pruned.layers if hasattr(layer, "pruning_vars")}
+        return record, [np.asarray(w) for w in strip_pruning(pruned).weights], wrappers
+
+    tfmot_record, tfmot_weights, tfmot_wrappers = train()
+    with monkeypatch.context() as patch:
+        patch.setattr(pruning_module, "pruning_implementation", lambda: _pruning_native)
+        patch.setattr(_prunable, "pruning_implementation", lambda: _pruning_native)
+        patch.setattr(pruning_module, "USING_TF_KERAS", False)
+        native_record, native_weights, native_wrappers = train()
+    assert native_wrappers == {_pruning_native.PruneLowMagnitude}
+    assert len(tfmot_wrappers) == 1 and tfmot_wrappers != native_wrappers
+    assert len(native_record.masks) == len(tfmot_record.masks) == 12
+    assert len(native_record.masks[0]) == len(tfmot_record.masks[0]) >= 5
+    for step, (native, tfmot) in enumerate(zip(native_record.masks, tfmot_record.masks,
+                                               strict=True), start=1):
+        for native_mask, tfmot_mask in zip(native, tfmot, strict=True):
+            np.testing.assert_array_equal(native_mask, tfmot_mask, err_msg=f"batch {step}")
+    assert 1.0 - np.mean(native_record.masks[-1][-1]) == pytest.approx(0.8, abs=0.01)
+    np.testing.assert_allclose(native_record.losses, tfmot_record.losses, rtol=1e-5)
+    for native_weight, tfmot_weight in zip(native_weights, tfmot_weights, strict=True):
+        np.testing.assert_allclose(native_weight, tfmot_weight, rtol=1e-4, atol=1e-6)
+
 # --------------------------------------------------------------------------- report
 
 

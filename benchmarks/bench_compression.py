@@ -82,6 +82,17 @@ def adam(lr, steps):
     return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
 
 
+def base_model(alpha=1.25, min_feature_size=2):
+    """The untrained model of every row (batch-norm momentum 0.9: with a few hundred steps,
+    Keras' 0.99 would lag)."""
+    model = mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=alpha,
+                         min_feature_size=min_feature_size)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
+
+
 def copy_model(model):
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
@@ -94,11 +105,7 @@ def run_seed(args, seed, data, with_latency):
     calibration = x_train[:200]
     steps_per_epoch = int(np.ceil(len(x_train) / args.batch))
     keras.utils.set_random_seed(seed)
-    base = mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=args.alpha,
-                        min_feature_size=args.min_feature_size)
-    for layer in base.layers:  # a few hundred steps: Keras' 0.99 momentum would lag
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9
+    base = base_model(args.alpha, args.min_feature_size)
     base.compile(optimizer=adam(args.lr, args.epochs * steps_per_epoch),
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     base.fit(x_train, y_train, batch_size=args.batch, epochs=args.epochs, verbose=0)

@@ -4,8 +4,8 @@
 that Keras. Keras 3 (native wrappers) lost more than tf_keras (TF-MOT) there. This script
 separates the two causes: the pruning itself, or the base model each Keras trained. For
 each seed, one Keras (`--base-keras`) trains the base model exactly as
-`bench_compression.py` does (mobilenet_v1 alpha 1.25, min_feature_size 2, batch-norm
-momentum 0.9, 10 epochs of Adam with a cosine decay from 1e-2, batch 64) and saves its
+`bench_compression.py` does, with its helpers (mobilenet_v1 alpha 1.25, min_feature_size 2,
+batch-norm momentum 0.9, 10 epochs of Adam with a cosine decay from 1e-2, batch 64) and saves its
 weights; then each Keras, in its own process, loads those same weights and fine-tunes
 two copies for 8 epochs (Adam, cosine decay from 1e-3):
 
@@ -39,21 +39,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 KERASES = {"keras3": "0", "tf_keras": "1"}  # TF_USE_LEGACY_KERAS for each
 
 
-def build_model(keras):
-    from keras_dnnopt.models import mobilenet_v1
-
-    model = mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=1.25,
-                         min_feature_size=2)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9
-    return model
-
-
-def adam(keras, lr, steps):
-    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
-
-
 def accuracy(model, x, y):
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return 100 * model.evaluate(x, y, batch_size=256, verbose=0)[1]
@@ -66,12 +51,13 @@ def train_base(seed, path):
     from keras_dnnopt.backend import keras
 
     from _common import digits_split
+    from bench_compression import adam, base_model
 
     x_train, x_test, y_train, y_test = digits_split()
     keras.utils.set_random_seed(seed)
-    model = build_model(keras)
+    model = base_model()
     steps_per_epoch = -(-len(x_train) // 64)
-    model.compile(optimizer=adam(keras, 1e-2, 10 * steps_per_epoch),
+    model.compile(optimizer=adam(1e-2, 10 * steps_per_epoch),
                   loss="sparse_categorical_crossentropy")
     model.fit(x_train, y_train, batch_size=64, epochs=10, verbose=0)
     np.savez(path, *model.get_weights())
@@ -87,25 +73,25 @@ def finetune_both(seed, path):
     from keras_dnnopt.distillation import Distiller
 
     from _common import digits_split
+    from bench_compression import adam, base_model, copy_model
 
     x_train, x_test, y_train, y_test = digits_split()
     steps = 8 * -(-len(x_train) // 64)
     saved = np.load(path)
-    base = build_model(keras)
+    base = base_model()
     base.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
     result = {"base": accuracy(base, x_test, y_test)}
 
     keras.utils.set_random_seed(seed)
-    copy = keras.models.clone_model(base)
-    copy.set_weights(base.get_weights())
-    copy.compile(optimizer=adam(keras, 1e-3, steps), loss="sparse_categorical_crossentropy")
+    copy = copy_model(base)
+    copy.compile(optimizer=adam(1e-3, steps), loss="sparse_categorical_crossentropy")
     copy.fit(x_train, y_train, batch_size=64, epochs=8, verbose=0)
     result["float + ft"] = accuracy(copy, x_test, y_test)
 
     keras.utils.set_random_seed(seed)
     pruned = prune(base, target_sparsity=0.8, end_step=steps // 2 // 10 * 10, frequency=10)
     distiller = Distiller(base, pruned, temperature=4.0, alpha=0.1, from_logits=False)
-    distiller.compile(optimizer=adam(keras, 1e-3, steps),
+    distiller.compile(optimizer=adam(1e-3, steps),
                       loss="sparse_categorical_crossentropy")
     distiller.fit(x_train, y_train, batch_size=64, epochs=8, verbose=0,
                   callbacks=[PruningCallback()])

@@ -40,7 +40,7 @@ from keras_dnnopt.distillation import Distiller, cache_teacher_outputs  # noqa: 
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
 from keras_dnnopt.schedules import WarmupCosineDecay  # noqa: E402
 
-from _common import digits_split, print_footer  # noqa: E402
+from _common import digits_split, fast_batchnorm, print_footer  # noqa: E402
 
 
 def sparse_ce():
@@ -49,14 +49,8 @@ def sparse_ce():
 
 def make_model(alpha, seed):
     keras.utils.set_random_seed(seed)
-    model = mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=alpha,
-                         classifier_activation=None)
-    # A few hundred steps are too few for Keras' default batch-norm momentum (0.99): the
-    # moving statistics would still be near their initial values at test time.
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9
-    return model
+    return fast_batchnorm(mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=alpha,
+                                       classifier_activation=None))
 
 
 def optimizer(args, steps_per_epoch, epochs):

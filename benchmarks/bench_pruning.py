@@ -45,7 +45,7 @@ from keras_dnnopt.compression import (  # noqa: E402
 )
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
 
-from _common import digits_split, machine_line  # noqa: E402
+from _common import digits_split, fast_batchnorm, machine_line  # noqa: E402
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -96,13 +96,8 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     x_train, x_test, y_train, y_test = digits_split()
-    base = mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=args.alpha,
-                        classifier_activation=None)
-    # A few hundred steps are too few for Keras' default batch-norm momentum (0.99): the
-    # moving statistics would lag the weights (as in bench_distillation.py).
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9
+    base = fast_batchnorm(mobilenet_v1(input_shape=(8, 8, 1), num_classes=10,
+                                       alpha=args.alpha, classifier_activation=None))
     base = compile_model(base, args.lr)
     base.fit(x_train, y_train, batch_size=args.batch, epochs=args.epochs, verbose=0)
     steps = args.finetune * int(np.ceil(len(x_train) / args.batch))

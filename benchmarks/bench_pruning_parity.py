@@ -4,7 +4,7 @@
 that Keras. Keras 3 (native wrappers) lost more than tf_keras (TF-MOT) there. This script
 separates the two causes: the pruning itself, or the base model each Keras trained. For
 each seed, one Keras (`--base-keras`) trains the base model exactly as
-`bench_compression.py` does, with its helpers (mobilenet_v1 alpha 1.25, min_feature_size 2,
+`bench_compression.py` does, with its `train_base` (mobilenet_v1 alpha 1.25, min_feature_size 2,
 batch-norm momentum 0.9, 10 epochs of Adam with a cosine decay from 1e-2, batch 64) and saves its
 weights; then each Keras, in its own process, loads those same weights and fine-tunes
 two copies for 8 epochs (Adam, cosine decay from 1e-3):
@@ -48,18 +48,12 @@ def train_base(seed, path):
     """Trains the base model on the Keras of this process; saves its weights (NumPy)."""
     import numpy as np
 
-    from keras_dnnopt.backend import keras
-
     from _common import digits_split
-    from bench_compression import adam, base_model
+    from bench_compression import build_parser
+    from bench_compression import train_base as train
 
     x_train, x_test, y_train, y_test = digits_split()
-    keras.utils.set_random_seed(seed)
-    model = base_model()
-    steps_per_epoch = -(-len(x_train) // 64)
-    model.compile(optimizer=adam(1e-2, 10 * steps_per_epoch),
-                  loss="sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, batch_size=64, epochs=10, verbose=0)
+    model = train(build_parser().parse_args([]), seed, x_train, y_train)  # its defaults
     np.savez(path, *model.get_weights())
     return {"base": accuracy(model, x_test, y_test)}
 

@@ -23,7 +23,7 @@ and inside a `Distiller`'s or any custom `train_step`.
 import re
 
 from keras_dnnopt.backend import keras, register_serializable, tf
-from keras_dnnopt.compression._prunable import prunable_weights
+from keras_dnnopt.compression._prune_base import prunable_weights
 from keras_dnnopt.compression._pruning_masks import (
     block_mask,
     m_by_n_mask,

@@ -3,10 +3,10 @@ latency under the LiteRT interpreter."""
 
 import dataclasses
 import gzip
-import os
 
 import numpy as np
 
+from keras_dnnopt.export.runner import TFLiteModel, _check_file
 from keras_dnnopt.utils.timing import TimedRunsMixin, time_runs
 from keras_dnnopt.utils.validation import check_number
 
@@ -32,23 +32,6 @@ class FileSizes:
 
     def to_dict(self):
         return dataclasses.asdict(self)
-
-
-def _check_file(path, name="path"):
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        raise TypeError(
-            f"Argument `{name}` must be a path (str or os.PathLike) to a .tflite file. "
-            f"Received: {name}={path!r} of type {type(path).__name__}"
-        ) from None
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Argument `{name}` must name an existing .tflite file (for example one "
-            f"written by `keras_dnnopt.export.export_tflite`). Received: {name}={path!r}, "
-            "which " + ("is a folder" if os.path.isdir(path) else "does not exist")
-        )
-    return path
 
 
 def gzipped_size(content):
@@ -157,8 +140,6 @@ def benchmark_tflite(path, threads=1, runs=50, warmup=5, batch_size=1, input_dat
     >>> result = benchmark_tflite("model_int8.tflite", threads=1, runs=100)
     >>> print(result.median_ms, result.p90_ms)
     """
-    from keras_dnnopt.export.runner import TFLiteModel
-
     threads = check_number("threads", threads, low=1, integer=True)
     runs = check_number("runs", runs, low=1, integer=True)
     warmup = check_number("warmup", warmup, low=0, integer=True)

@@ -1,15 +1,32 @@
 """`TFLiteModel`: runs a `.tflite` file with the LiteRT interpreter, taking and giving
 float NumPy arrays whatever the file's input and output types."""
 
+import os
 import warnings
 
 import numpy as np
 
-from keras_dnnopt.export.benchmark import _check_file
 from keras_dnnopt.utils.validation import check_number
 
 LITERT_RUNTIME = "litert"
 TF_LITE_RUNTIME = "tf.lite"
+
+
+def _check_file(path, name="path"):
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(
+            f"Argument `{name}` must be a path (str or os.PathLike) to a .tflite file. "
+            f"Received: {name}={path!r} of type {type(path).__name__}"
+        ) from None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Argument `{name}` must name an existing .tflite file (for example one "
+            f"written by `keras_dnnopt.export.export_tflite`). Received: {name}={path!r}, "
+            "which " + ("is a folder" if os.path.isdir(path) else "does not exist")
+        )
+    return path
 
 
 def _interpreter_class():

@@ -38,13 +38,6 @@ else:
 
 KERAS_NAME = f"tf_keras {KERAS_VERSION}" if USING_TF_KERAS else f"Keras {KERAS_VERSION}"
 
-_SWITCH_HINT = (
-    "TensorFlow picks its Keras once, at import: set TF_USE_LEGACY_KERAS=1 before "
-    "importing TensorFlow for tf_keras (Keras 2), leave it unset for Keras 3, and build "
-    "the model with `tf.keras` (or `keras_dnnopt.backend.keras`) so that both agree."
-)
-
-
 def keras_flavour():
     """Returns `"tf_keras"` or `"keras3"`, the Keras in use."""
     return "tf_keras" if USING_TF_KERAS else "keras3"
@@ -54,11 +47,31 @@ def _other_keras_of(obj):
     """Names the Keras an object belongs to when it is not the one in use, else None."""
     for klass in type(obj).__mro__:
         module = klass.__module__ or ""
+        where = f"class {module}.{klass.__qualname__}"
         if USING_TF_KERAS and (module == "keras" or module.startswith("keras.")):
-            return f"Keras 3 (module {module!r})"
+            return f"Keras 3 ({where})"
         if not USING_TF_KERAS and (module == "tf_keras" or module.startswith("tf_keras.")):
-            return f"tf_keras (module {module!r})"
+            return f"tf_keras (Keras 2; {where})"
     return None
+
+
+def _switch_advice():
+    """What to do about an object of the other Keras, for the Keras in use."""
+    env = os.environ.get("TF_USE_LEGACY_KERAS")
+    if USING_TF_KERAS:
+        return (
+            f"TensorFlow chose tf_keras because TF_USE_LEGACY_KERAS={env!r} was set when it "
+            "was first imported. To use this Keras 3 model, run a new process without "
+            "TF_USE_LEGACY_KERAS; to stay on tf_keras, build the model with tf_keras "
+            "(`tf.keras` or `keras_dnnopt.backend.keras`, not `import keras`)."
+        )
+    return (
+        f"TensorFlow chose Keras 3 because TF_USE_LEGACY_KERAS was not set to 1 when it was "
+        f"first imported (TF_USE_LEGACY_KERAS={env!r}). To use this tf_keras model, run a "
+        "new process with TF_USE_LEGACY_KERAS=1 set before TensorFlow is imported; to stay "
+        "on Keras 3, build the model with Keras 3 (`tf.keras` or "
+        "`keras_dnnopt.backend.keras`, not `import tf_keras`)."
+    )
 
 
 def _check_instance(obj, expected, kind, arg_name):
@@ -66,10 +79,10 @@ def _check_instance(obj, expected, kind, arg_name):
         return obj
     other = _other_keras_of(obj)
     if other is not None:
-        env = os.environ.get("TF_USE_LEGACY_KERAS")
         raise TypeError(
             f"Argument `{arg_name}` is a {kind} of {other}, but keras_dnnopt is running on "
-            f"{KERAS_NAME} (TF_USE_LEGACY_KERAS={env!r}). {_SWITCH_HINT}"
+            f"{KERAS_NAME}: the two Kerases (Keras 3 and tf_keras) cannot share models or "
+            f"layers. {_switch_advice()}"
         )
     raise TypeError(
         f"Argument `{arg_name}` must be a {KERAS_NAME} {kind} "
@@ -80,6 +93,11 @@ def _check_instance(obj, expected, kind, arg_name):
 
 def check_model(model, arg_name="model"):
     """Checks that `model` is a `keras.Model` of the Keras in use.
+
+    The one check of the package for a model of the *other* Keras (a tf_keras model while
+    Keras 3 is in use, or the reverse): every public entry point that takes a model calls
+    it first, so the user gets one message naming both Kerases and `TF_USE_LEGACY_KERAS`
+    instead of whatever breaks first inside (`tests/test_other_keras.py` holds the list).
 
     Args:
         model: the object to check.

@@ -25,6 +25,15 @@ def test_check_model_rejects_other_keras_with_switch_hint(other_keras):
         backend.check_model(foreign)
     assert "TF_USE_LEGACY_KERAS" in str(info.value)
     assert backend.KERAS_NAME in str(info.value)
+    # Both Kerases are named, and the way to use this model says which way to switch.
+    assert "Keras 3" in str(info.value) and "tf_keras" in str(info.value)
+    switch = "without TF_USE_LEGACY_KERAS" if backend.USING_TF_KERAS else "TF_USE_LEGACY_KERAS=1"
+    assert switch in str(info.value)
+
+
+def test_check_number_refuses_nan_whatever_the_bounds():
+    with pytest.raises(ValueError, match=r"`lr` must be a finite number. Received: lr=nan"):
+        validation.check_number("lr", float("nan"), low=0, low_inclusive=False)
 
 
 def test_check_model_rejects_non_models():
@@ -51,6 +60,10 @@ def test_optimizer_variables_is_a_list_on_both_kerases():
         (dict(integer=True), 2, True),
         (dict(), True, False),
         (dict(), "3", False),
+        (dict(), float("nan"), False),
+        (dict(low=0), float("inf"), False),
+        (dict(high=0), float("-inf"), False),
+        (dict(low=0, finite=False), float("inf"), True),
     ],
 )
 def test_check_number_boundaries(kwargs, value, ok):

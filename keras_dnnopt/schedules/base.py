@@ -36,10 +36,42 @@ def check_rate(name, value):
     return check_number(name, value, low=0, low_inclusive=False)
 
 
+def check_warmup_fits(warmup_steps, decay_steps, decay_name="decay_steps"):
+    """Checks that a warm-up is not longer than the decay that follows it.
+
+    The decay steps of the warm-up schedules are counted *after* the warm-up (the whole
+    schedule spans `warmup_steps + decay_steps` steps), so `warmup_steps=50,
+    decay_steps=10` would be 50 steps of warm-up for 10 of decay: almost always
+    `decay_steps` given as the total length of training. The rule is
+    `warmup_steps <= decay_steps` (equal is a triangle, half up and half down).
+    """
+    if warmup_steps > decay_steps:
+        raise ValueError(
+            f"Argument `warmup_steps` must be <= `{decay_name}`: the decay steps are counted "
+            f"after the warm-up, so the warm-up must not be longer than the decay. For T "
+            f"steps of training in all, pass {decay_name}=T - warmup_steps. "
+            f"Received: warmup_steps={warmup_steps!r}, {decay_name}={decay_steps!r}"
+        )
+
+
 def check_bool(name, value):
     if not isinstance(value, bool):
         raise ValueError(f"Argument `{name}` must be a bool. Received: {name}={value!r}")
     return value
+
+
+def whole_periods(step, period):
+    """`floor(step / period)` for float32 tensors, settled so that
+    `k * period <= step < (k + 1) * period` holds exactly.
+
+    The quotient alone rounds: far from 0, `step / period` can land on the next integer
+    while `step` is still inside the previous period. Counting in steps (`step - k *
+    period`, exact for integer and quarter steps below 2**22) keeps the position inside
+    the period to the step, where `step / period - k` would keep only a few bits of it.
+    """
+    k = tf.floor(step / period)
+    k = tf.where(k * period > step, k - 1.0, k)
+    return tf.where((k + 1.0) * period <= step, k + 1.0, k)
 
 
 def cosine_anneal(start, end, fraction):

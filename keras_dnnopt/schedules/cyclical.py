@@ -1,7 +1,13 @@
 """Cyclical learning rates (Smith 2017)."""
 
 from keras_dnnopt.backend import keras, register_serializable, tf
-from keras_dnnopt.schedules.base import as_float_step, check_number, check_rate, check_steps
+from keras_dnnopt.schedules.base import (
+    as_float_step,
+    check_number,
+    check_rate,
+    check_steps,
+    whole_periods,
+)
 from keras_dnnopt.utils.validation import check_choice
 
 MODES = ("triangular", "triangular2", "exp_range")
@@ -72,8 +78,11 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         with tf.name_scope(self.name or "CyclicalLearningRate"):
             step = as_float_step(step)
             step_size = tf.constant(float(self.step_size), tf.float32)
-            cycle = tf.floor(1.0 + step / (2.0 * step_size))
-            x = tf.abs(step / step_size - 2.0 * cycle + 1.0)
+            # `cycle - 1` whole cycles done, counted in steps so that the position in the
+            # cycle stays exact far from 0 (`step / step_size - 2 * cycle` would not).
+            done = whole_periods(step, 2.0 * step_size)
+            cycle = done + 1.0
+            x = tf.abs((step - 2.0 * step_size * done) / step_size - 1.0)
             if self.mode == "triangular":
                 scale = tf.constant(1.0, tf.float32)
             elif self.mode == "triangular2":

@@ -80,7 +80,10 @@ def one_cycle_value(step, start, peak, end, total_steps, pct_start=0.3, anneal_s
     last = float(total_steps - 1)
     step = tf.minimum(as_float_step(step), last)
     rising = anneal(start, peak, tf.minimum(step / phase1_end, 1.0))
-    falling = anneal(peak, end, tf.maximum(step - phase1_end, 0.0) / (last - phase1_end))
+    # The fraction of phase 2 done, from the steps left: exactly 1 at the last step even
+    # when phase 2 is a fraction of a step long (`step - phase1_end` rounds in float32).
+    left = tf.clip_by_value((last - step) / (last - phase1_end), 0.0, 1.0)
+    falling = anneal(peak, end, 1.0 - left)
     return tf.where(step <= phase1_end, rising, falling)
 
 

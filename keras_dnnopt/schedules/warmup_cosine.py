@@ -1,7 +1,13 @@
 """Cosine decay with linear warm-up."""
 
 from keras_dnnopt.backend import register_serializable, tf
-from keras_dnnopt.schedules.base import WarmupSchedule, check_number, check_steps, cosine_anneal
+from keras_dnnopt.schedules.base import (
+    WarmupSchedule,
+    check_number,
+    check_steps,
+    check_warmup_fits,
+    cosine_anneal,
+)
 
 
 @register_serializable
@@ -20,8 +26,8 @@ class WarmupCosineDecay(WarmupSchedule):
     Args:
         learning_rate: the peak learning rate, a Python float > 0.
         decay_steps: number of cosine decay steps after the warm-up, an integer > 0.
-        warmup_steps: number of linear warm-up steps, an integer >= 0. Defaults to 0
-            (no warm-up: the decay starts at `learning_rate`).
+        warmup_steps: number of linear warm-up steps, an integer in [0, `decay_steps`].
+            Defaults to 0 (no warm-up: the decay starts at `learning_rate`).
         alpha: the final learning rate as a fraction of `learning_rate`, in [0, 1].
             Defaults to 0.0.
         name: optional name of the operation. Defaults to `"WarmupCosineDecay"`.
@@ -31,7 +37,7 @@ class WarmupCosineDecay(WarmupSchedule):
         float32 scalar tensor.
 
     Raises:
-        ValueError: if an argument is out of range.
+        ValueError: if an argument is out of range, or `warmup_steps > decay_steps`.
 
     Example:
 
@@ -49,6 +55,7 @@ class WarmupCosineDecay(WarmupSchedule):
     def __init__(self, learning_rate, decay_steps, warmup_steps=0, alpha=0.0, name=None):
         super().__init__(learning_rate, warmup_steps, name)
         self.decay_steps = check_steps("decay_steps", decay_steps)
+        check_warmup_fits(self.warmup_steps, self.decay_steps)
         self.alpha = check_number("alpha", alpha, low=0.0, high=1.0)
 
     def _decay(self, step):

@@ -3,7 +3,12 @@
 import math
 
 from keras_dnnopt.backend import register_serializable, tf
-from keras_dnnopt.schedules.base import WarmupSchedule, check_number, check_steps
+from keras_dnnopt.schedules.base import (
+    WarmupSchedule,
+    check_number,
+    check_steps,
+    whole_periods,
+)
 
 
 @register_serializable
@@ -29,7 +34,7 @@ class WarmupCosineRestarts(WarmupSchedule):
         t_mul: factor by which each cycle is longer than the previous one, a float
             >= 1. Defaults to 2.0.
         m_mul: factor by which each cycle's peak is scaled relative to the previous
-            one, a float > 0. Defaults to 1.0.
+            one, a float in (0, 1]. Defaults to 1.0.
         alpha: the minimum learning rate as a fraction of `learning_rate`, in [0, 1].
             Defaults to 0.0.
         warmup_steps: number of linear warm-up steps, an integer >= 0. Defaults to 0.
@@ -58,7 +63,8 @@ class WarmupCosineRestarts(WarmupSchedule):
         super().__init__(learning_rate, warmup_steps, name)
         self.first_decay_steps = check_steps("first_decay_steps", first_decay_steps)
         self.t_mul = check_number("t_mul", t_mul, low=1.0)
-        self.m_mul = check_number("m_mul", m_mul, low=0.0, low_inclusive=False)
+        # A factor > 1 would let the peaks grow without bound (to inf in float32).
+        self.m_mul = check_number("m_mul", m_mul, low=0.0, high=1.0, low_inclusive=False)
         self.alpha = check_number("alpha", alpha, low=0.0, high=1.0)
 
     def _cycle_start(self, i):
@@ -70,22 +76,29 @@ class WarmupCosineRestarts(WarmupSchedule):
         return tf.math.expm1(i * math.log(self.t_mul)) / (self.t_mul - 1.0)
 
     def _decay(self, step):
-        fraction = step / tf.constant(float(self.first_decay_steps), tf.float32)
+        first = tf.constant(float(self.first_decay_steps), tf.float32)
+        if self.t_mul == 1.0:
+            # Equal cycles: count whole cycles in steps, exact at every restart and to
+            # the step far from 0 (a quotient `step / first - i` would keep a few bits).
+            i = whole_periods(step, first)
+            in_cycle = tf.clip_by_value((step - i * first) / first, 0.0, 1.0)
+            return self._cosine(i, in_cycle)
+        fraction = step / first
         # A few float32 ulps of slack, so that a step on a restart (where the exact
         # cycle start is an integer) starts the new cycle whatever the rounding of
         # `log`, `pow` and the division on the device in use.
         slack = 1e-6 * tf.maximum(fraction, 1.0)
-        if self.t_mul == 1.0:
-            i = tf.floor(fraction + slack)
-        else:
-            i = tf.floor(tf.math.log1p(fraction * (self.t_mul - 1.0)) / math.log(self.t_mul))
-            i = tf.maximum(i, 0.0)
-            # The log estimate can be one off near a restart: settle on the i with
-            # start(i) <= fraction < start(i + 1).
-            i = tf.where(self._cycle_start(i + 1.0) <= fraction + slack, i + 1.0, i)
-            i = tf.where(self._cycle_start(i) > fraction + slack, i - 1.0, i)
+        i = tf.floor(tf.math.log1p(fraction * (self.t_mul - 1.0)) / math.log(self.t_mul))
+        i = tf.maximum(i, 0.0)
+        # The log estimate can be one off near a restart: settle on the i with
+        # start(i) <= fraction < start(i + 1).
+        i = tf.where(self._cycle_start(i + 1.0) <= fraction + slack, i + 1.0, i)
+        i = tf.where(self._cycle_start(i) > fraction + slack, i - 1.0, i)
         in_cycle = (fraction - self._cycle_start(i)) / tf.pow(self.t_mul, i)
-        in_cycle = tf.clip_by_value(in_cycle, 0.0, 1.0)
+        return self._cosine(i, tf.clip_by_value(in_cycle, 0.0, 1.0))
+
+    def _cosine(self, i, in_cycle):
+        """The rate in cycle `i` at position `in_cycle` in [0, 1] of it."""
         cosine = 0.5 * tf.pow(self.m_mul, i) * (1.0 + tf.cos(math.pi * in_cycle))
         return self.learning_rate * (self.alpha + (1.0 - self.alpha) * cosine)
 

@@ -20,7 +20,7 @@ class WarmupExponentialDecay(WarmupSchedule):
         learning_rate: the peak learning rate, a Python float > 0.
         decay_steps: the number of steps over which the rate is multiplied by
             `decay_rate`, an integer > 0.
-        decay_rate: the decay factor, a float > 0.
+        decay_rate: the decay factor, a float in (0, 1].
         staircase: whether to decay in discrete steps of `decay_steps`. Defaults to
             False.
         warmup_steps: number of linear warm-up steps, an integer >= 0. Defaults to 0.
@@ -49,7 +49,9 @@ class WarmupExponentialDecay(WarmupSchedule):
                  name=None):
         super().__init__(learning_rate, warmup_steps, name)
         self.decay_steps = check_steps("decay_steps", decay_steps)
-        self.decay_rate = check_number("decay_rate", decay_rate, low=0.0, low_inclusive=False)
+        # A rate > 1 would grow without bound (to inf in float32): not a decay.
+        self.decay_rate = check_number("decay_rate", decay_rate, low=0.0, high=1.0,
+                                       low_inclusive=False)
         self.staircase = check_bool("staircase", staircase)
 
     def _decay(self, step):

@@ -1,7 +1,12 @@
 """Polynomial decay with an optional linear warm-up."""
 
 from keras_dnnopt.backend import register_serializable, tf
-from keras_dnnopt.schedules.base import WarmupSchedule, check_number, check_steps
+from keras_dnnopt.schedules.base import (
+    WarmupSchedule,
+    check_number,
+    check_steps,
+    check_warmup_fits,
+)
 
 
 @register_serializable
@@ -21,7 +26,8 @@ class WarmupPolynomialDecay(WarmupSchedule):
         decay_steps: number of decay steps after the warm-up, an integer > 0.
         end_learning_rate: the final learning rate, a float >= 0. Defaults to 0.0.
         power: the power of the polynomial, a float > 0. Defaults to 1.0.
-        warmup_steps: number of linear warm-up steps, an integer >= 0. Defaults to 0.
+        warmup_steps: number of linear warm-up steps, an integer in [0, `decay_steps`].
+            Defaults to 0.
         name: optional name of the operation. Defaults to `"WarmupPolynomialDecay"`.
 
     Returns:
@@ -29,7 +35,7 @@ class WarmupPolynomialDecay(WarmupSchedule):
         float32 scalar tensor.
 
     Raises:
-        ValueError: if an argument is out of range.
+        ValueError: if an argument is out of range, or `warmup_steps > decay_steps`.
 
     Example:
 
@@ -46,12 +52,15 @@ class WarmupPolynomialDecay(WarmupSchedule):
                  warmup_steps=0, name=None):
         super().__init__(learning_rate, warmup_steps, name)
         self.decay_steps = check_steps("decay_steps", decay_steps)
+        check_warmup_fits(self.warmup_steps, self.decay_steps)
         self.end_learning_rate = check_number("end_learning_rate", end_learning_rate, low=0.0)
         self.power = check_number("power", power, low=0.0, low_inclusive=False)
 
     def _decay(self, step):
         decay_steps = tf.constant(float(self.decay_steps), tf.float32)
-        remaining = 1.0 - tf.minimum(step, decay_steps) / decay_steps
+        # (D - s) / D rather than 1 - s / D: the subtraction is exact for integer steps,
+        # so a small power near the end of the decay does not magnify float32 rounding.
+        remaining = (decay_steps - tf.minimum(step, decay_steps)) / decay_steps
         end = tf.constant(self.end_learning_rate, tf.float32)
         peak = tf.constant(self.learning_rate, tf.float32)
         return (peak - end) * tf.pow(remaining, self.power) + end

@@ -5,7 +5,7 @@ import numbers
 
 import keras_tuner as kt
 
-from keras_dnnopt.backend import keras, tf
+from keras_dnnopt.backend import check_model, keras, tf
 from keras_dnnopt.layers.activations import SUPPORTED_ACTIVATIONS
 from keras_dnnopt.models import mobilenet_v1, mobilenet_v2
 from keras_dnnopt.schedules import OneCycle, StepDecay, WarmupCosineDecay
@@ -350,6 +350,7 @@ class MobileNetHyperModel(kt.HyperModel):
     def compile_model(self, hp, model, steps_per_epoch):
         """Compiles `model` with the optimizer and the learning rate schedule of `hp`, the
         schedule spanning `epochs * steps_per_epoch` steps."""
+        check_model(model, "model")
         epochs = hp.values.get("tuner/epochs", hp.get("epochs"))
         schedule = self.make_schedule(hp, epochs * steps_per_epoch)
         model.compile(optimizer=self.make_optimizer(hp, schedule), loss=self.loss,
@@ -360,6 +361,7 @@ class MobileNetHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         """Trains `model` with the batch size and epochs of `hp` (keyword arguments as for
         `model.fit`; those two are overridden, except the epochs Hyperband sets)."""
+        check_model(model, "model")
         x = args[0] if args else kwargs.get("x")
         is_dataset = isinstance(x, tf.data.Dataset)
         if not is_dataset:

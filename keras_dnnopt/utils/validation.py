@@ -5,6 +5,7 @@ reported where it enters, naming the argument, showing the value and saying what
 works: ``Argument `decay_steps` must be > 0. Received: decay_steps=0``.
 """
 
+import math
 import numbers
 
 
@@ -17,8 +18,11 @@ def _is_integer(value):
 
 
 def check_number(name, value, *, low=None, high=None, low_inclusive=True, high_inclusive=True,
-                 integer=False):
+                 integer=False, finite=True):
     """Checks that `value` is a (real or integer) number inside the given bounds.
+
+    NaN is always refused (it compares false with every bound, so it would slip through
+    them), and so are `inf` and `-inf` unless `finite=False`.
 
     Args:
         name: the argument name, for the message.
@@ -26,16 +30,21 @@ def check_number(name, value, *, low=None, high=None, low_inclusive=True, high_i
         low, high: bounds, or None for unbounded.
         low_inclusive, high_inclusive: whether each bound itself is allowed.
         integer: whether the value must be an integer.
+        finite: whether `inf` and `-inf` are refused. Defaults to True.
 
     Returns:
         The value (as `int` when `integer`, else as `float`).
 
     Raises:
-        ValueError: if the value is not a number or is out of bounds.
+        ValueError: if the value is not a number, is NaN or infinite, or is out of bounds.
     """
     kind = "an integer" if integer else "a number"
     if not (_is_integer(value) if integer else _is_number(value)):
         raise ValueError(f"Argument `{name}` must be {kind}. Received: {name}={value!r}")
+    if not integer and (math.isnan(value) or (finite and math.isinf(value))):
+        raise ValueError(
+            f"Argument `{name}` must be a finite number. Received: {name}={value!r}"
+        )
     bad_low = low is not None and (value < low if low_inclusive else value <= low)
     bad_high = high is not None and (value > high if high_inclusive else value >= high)
     if bad_low or bad_high:

@@ -14,6 +14,8 @@ metric instead of logging one replica's raw tensor.
 
 import copy
 
+import numpy as np
+
 from keras_dnnopt.backend import (
     USING_TF_KERAS,
     check_model,
@@ -61,7 +63,11 @@ class Distiller(keras.Model):
     statistics and dropout untouched) outside the gradient tape, and only the student's
     (and the feature projections') variables are updated. `call`, `predict` and
     `evaluate`'s metrics use the student; after `fit`, `distiller.student` is an
-    ordinary model to save and deploy.
+    ordinary model to save and deploy. The teachers are not the Distiller's weights
+    (`distiller.weights`, the optimizer and training checkpoints hold the student's and
+    the projections'; the `.keras` file holds the teachers too), so a teacher built and
+    trained earlier, outside a `tf.distribute` strategy's scope, is distilled into a
+    student built inside it as it is: it stays on its device and is not changed.
 
     Logs `loss`, `student_loss`, `distillation_loss` (and `feature_loss` with feature
     matches) and every compiled metric, computed on the student's outputs; validation
@@ -140,7 +146,10 @@ class Distiller(keras.Model):
                 f"Received: {len(teachers)} teachers")
 
         super().__init__(name=name, **kwargs)
-        self.teachers = teachers
+        # The teachers are held out of sight of Keras' and TensorFlow's variable tracking
+        # (see `_Frozen`): they are not the Distiller's weights, so neither the optimizer
+        # nor the distribution strategy sees them.
+        self._frozen = _Frozen(teachers)
         self.student = student
         self.temperature = temperature
         self.alpha = alpha
@@ -151,11 +160,10 @@ class Distiller(keras.Model):
         self._student_loss_fn = None
         self._build_feature_extractors()
 
-        self._total_loss_tracker = keras.metrics.Mean(name="loss")
-        self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self._distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self._feature_loss_tracker = (
-            keras.metrics.Mean(name="feature_loss") if matches else None)
+        self._total_loss_tracker = _LossTracker(name="loss")
+        self._student_loss_tracker = _LossTracker(name="student_loss")
+        self._distillation_loss_tracker = _LossTracker(name="distillation_loss")
+        self._feature_loss_tracker = _LossTracker(name="feature_loss") if matches else None
         # Teachers, student and projections already hold their weights, so the Distiller is
         # built: without this `save_weights`, `ModelCheckpoint(save_weights_only=True)` and
         # keras-tuner's checkpoints refuse it as "not yet built".
@@ -166,6 +174,15 @@ class Distiller(keras.Model):
     def teacher(self):
         """The teacher, or the list of teachers of an ensemble."""
         return self.teachers[0] if len(self.teachers) == 1 else list(self.teachers)
+
+    @property
+    def teachers(self):
+        """The list of teachers (one for a single teacher)."""
+        return list(self._frozen.teachers)
+
+    @property
+    def _teacher_extractor(self):
+        return self._frozen.extractor
 
     # ----------------------------------------------------------------- setup
 
@@ -184,7 +201,7 @@ class Distiller(keras.Model):
 
     def _build_feature_extractors(self):
         self._student_extractor = None
-        self._teacher_extractor = None
+        self._frozen.extractor = None
         self.projections = []
         if not self.feature_matches:
             return
@@ -200,7 +217,7 @@ class Distiller(keras.Model):
         self._student_extractor = keras.Model(
             self.student.inputs, [self.student.outputs[0], *student_outputs],
             name=f"{self.student.name}_features")
-        self._teacher_extractor = keras.Model(
+        self._frozen.extractor = keras.Model(
             teacher.inputs, [teacher.outputs[0], *teacher_outputs],
             name=f"{teacher.name}_features")
 
@@ -420,6 +437,49 @@ class Distiller(keras.Model):
         config["feature_matches"] = [FeatureMatch.from_config(m)
                                      for m in config.get("feature_matches") or []]
         return cls(**config)
+
+
+class _LossTracker(keras.metrics.Mean):
+    """`keras.metrics.Mean` for a logged loss, whose saved state also loads back under a
+    `tf.distribute` strategy on tf_keras.
+
+    tf_keras' `Layer.load_own_variables` assigns the stored `h5py.Dataset` itself; a metric
+    variable made under a strategy (a `SyncOnReadVariable`, which divides what it is
+    assigned by the replica count) cannot take one, so loading a Distiller's
+    `.weights.h5` under a strategy (what keras-tuner's `get_best_models` does with
+    `distribution_strategy=`) failed with "unsupported operand type(s) for /: 'Dataset'
+    and 'int'". The values are read into NumPy arrays first.
+    """
+
+    if USING_TF_KERAS:
+
+        def load_own_variables(self, store):
+            super().load_own_variables({key: np.asarray(store[key]) for key in store.keys()})
+
+
+class _Frozen:
+    """Holds the teachers (and the teacher's feature extractor) where neither Keras nor
+    TensorFlow tracks them: a plain object, which Keras' tracker, TensorFlow's
+    `AutoTrackable` and `tf.Module`'s variable search do not look into.
+
+    Why: the teachers are frozen inputs of the distillation, not the Distiller's weights.
+    Tracked, they were: (1) given to the optimizer (Keras 3 builds a slot per trainable
+    variable, colocated with it), and (2) checked against the strategy (tf_keras' `compile`
+    requires every variable of the model to come from the current `strategy.scope()`), so
+    a teacher built and trained outside the scope, the common order of work, failed with
+    "`colocate_vars_with` must only be passed a variable created in this
+    tf.distribute.Strategy.scope()" (Keras 3) or "... was not created in the distribution
+    strategy scope" (tf_keras). Keras' own `keras.distillation.Distiller` avoids the first
+    failure by setting `teacher.trainable = False` on the user's model; holding them apart
+    avoids both without changing the given teacher. The `.keras` format still saves and
+    loads them: both Kerases' savers walk the Distiller's public attributes, and `teacher`
+    and `teachers` are properties. Training checkpoints (`save_weights`,
+    `tf.train.Checkpoint`, `BackupAndRestore`) hold the student and projections only.
+    """
+
+    def __init__(self, teachers):
+        self.teachers = tuple(teachers)
+        self.extractor = None
 
 
 def _reduce(per_sample, weights):

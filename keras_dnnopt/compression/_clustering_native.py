@@ -89,6 +89,7 @@ class SnapToClusters:
             keep[zero_cluster] = 0.0
         self.keep = tf.constant(keep)
         self.num_clusters = num_clusters
+        self.zero_cluster = zero_cluster
         self.inner = inner
 
     def __call__(self, weight):
@@ -134,3 +135,35 @@ def iter_leaf_layers(model):
                 yield sub, layer.name
         else:
             yield layer, layer.name
+
+
+def cluster_records(model):
+    """What `SnapToClusters` constraints a (Keras 3) model holds, as JSON-ready records.
+
+    A variable's constraint is not part of a layer's config, so a `.keras` file loses it;
+    `keras_dnnopt.export.save_model` stores these records and `load_model` re-attaches the
+    constraints with `restore_clusters`.
+
+    Returns:
+        A list of `{"path": variable path, "zero_cluster": bool}`, one per clustered variable.
+    """
+    return [{"path": variable.path, "zero_cluster": variable.constraint.zero_cluster is not None}
+            for variable in model.weights if isinstance(variable.constraint, SnapToClusters)]
+
+
+def restore_clusters(model, records):
+    """Re-attaches `SnapToClusters` to the variables named by `cluster_records`' records.
+
+    Each weight's cluster is read back from its value (clustered weights take one value per
+    cluster; the zeros' cluster, when kept, is the value 0).
+    """
+    variables = {variable.path: variable for variable in model.weights}
+    for record in records:
+        variable = variables[record["path"]]
+        values = np.asarray(keras.ops.convert_to_numpy(variable)).reshape(-1)
+        centroids, indices = np.unique(values, return_inverse=True)
+        zero_cluster = None
+        if record["zero_cluster"] and (centroids == 0).any():
+            zero_cluster = int(np.flatnonzero(centroids == 0)[0])
+        variable.constraint = SnapToClusters(indices.reshape(variable.shape), len(centroids),
+                                             zero_cluster, inner=variable.constraint)

@@ -1,5 +1,14 @@
 """keras_dnnopt: make Keras models smaller, faster and better trained, on Keras 3 and tf_keras.
 
+`import keras_dnnopt` is cheap: it imports no TensorFlow and no subpackage. Each name below
+is imported on first use (PEP 562 `__getattr__`), so `keras_dnnopt.models.mobilenet_v1`
+works as before, and `dnnopt --help` answers without TensorFlow. The package's
+serializable classes (layers, schedules, losses, the Distiller, the compression wrappers)
+are therefore registered with Keras only once their module is imported: to load a saved
+model holding them, use `keras_dnnopt.load_model(path)` (it imports every registering
+module and handles TF-MOT's wrappers), and `keras_dnnopt.save_model(model, path)` to save
+one, rather than relying on `import keras_dnnopt` before `keras.models.load_model`.
+
 The Keras in use follows `tf.keras` (see `keras_dnnopt.backend`): Keras 3 by default, tf_keras
 when `TF_USE_LEGACY_KERAS=1` is set before TensorFlow is imported.
 
@@ -9,6 +18,9 @@ The whole public surface:
   `ConvBlock`.
 - `keras_dnnopt.models`: `mobilenet_v1`, `mobilenet_v2`, `plain_cnn`, `separable_variant`.
 - `keras_dnnopt.profiling`: `profile`, `measure_latency` (also re-exported here).
+- `keras_dnnopt.load_model`, `keras_dnnopt.save_model` (from `keras_dnnopt.export.saving`):
+  save and load any model the package makes, on both Kerases.
+- `keras_dnnopt.keras_flavour()` (from `keras_dnnopt.backend`): "keras3" or "tf_keras".
 - `keras_dnnopt.schedules`: warm-up cosine, restarts, step, exponential, polynomial, one-cycle,
   cyclical schedules and `scale_learning_rate`.
 - `keras_dnnopt.callbacks`: `LRFinder`, `LearningRateMonitor`, `OneCycleMomentum`,
@@ -34,29 +46,11 @@ The whole public surface:
   card (`write_report`).
 """
 
-__version__ = "0.1.0"
+import importlib
 
-from keras_dnnopt import (  # noqa: E402
-    callbacks,
-    compression,
-    data,
-    distillation,
-    distribute,
-    evaluation,
-    export,
-    layers,
-    models,
-    pipeline,
-    profiling,
-    schedules,
-    tuning,
-    visualization,
-)
-from keras_dnnopt.backend import keras_flavour  # noqa: E402
-from keras_dnnopt.profiling import measure_latency, profile  # noqa: E402
+from keras_dnnopt._version import __version__
 
-__all__ = [
-    "__version__",
+_SUBPACKAGES = (
     "callbacks",
     "compression",
     "data",
@@ -64,14 +58,37 @@ __all__ = [
     "distribute",
     "evaluation",
     "export",
-    "keras_flavour",
     "layers",
-    "measure_latency",
     "models",
     "pipeline",
-    "profile",
     "profiling",
     "schedules",
     "tuning",
     "visualization",
-]
+)
+# Names re-exported here -> the module that defines them.
+_FUNCTIONS = {
+    "keras_flavour": "keras_dnnopt.backend",
+    "load_model": "keras_dnnopt.export.saving",
+    "measure_latency": "keras_dnnopt.profiling",
+    "profile": "keras_dnnopt.profiling",
+    "save_model": "keras_dnnopt.export.saving",
+}
+
+__all__ = sorted(["__version__", *_SUBPACKAGES, *_FUNCTIONS])
+
+
+def __getattr__(name):
+    """Imports a subpackage or a re-exported function on first use (PEP 562)."""
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"keras_dnnopt.{name}")
+    elif name in _FUNCTIONS:
+        module = getattr(importlib.import_module(_FUNCTIONS[name]), name)
+    else:
+        raise AttributeError(f"module 'keras_dnnopt' has no attribute {name!r}")
+    globals()[name] = module
+    return module
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

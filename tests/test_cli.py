@@ -46,17 +46,21 @@ def tflite_file(saved_model, tmp_path_factory):
 
 
 def _usage_error(capsys, argv):
-    """Runs `main(argv)`, expects argparse's usage error and returns its stderr."""
+    """Runs `main(argv)`, expects a usage error (exit status 2, one line
+    `dnnopt COMMAND: error: ...`) and returns its stderr."""
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    return capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"dnnopt {argv[0]}: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
 
 
 def _runtime_error(capsys, argv):
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith("dnnopt: error: ") and err.count("\n") == 1
+    assert err.startswith(f"dnnopt {argv[0]}: error: ") and err.count("\n") == 1
     assert "Traceback" not in err
     return err
 
@@ -97,11 +101,11 @@ def test_profile_rejects_missing_file_and_bad_shape(capsys):
     assert "argument --alpha" in err and "Received: '0'" in err
 
 
-def test_unloadable_model_file_is_a_one_line_runtime_error(tmp_path, capsys):
+def test_unloadable_model_file_is_a_one_line_usage_error(tmp_path, capsys):
     path = tmp_path / "broken.keras"
     path.write_text("not a model")
-    err = _runtime_error(capsys, ["profile", str(path)])
-    assert "Could not load the model file" in err
+    err = _usage_error(capsys, ["profile", str(path)])
+    assert "argument MODEL: could not load the model file" in err
 
 
 # -------------------------------------------------------------------------- export
@@ -181,8 +185,8 @@ def test_export_evaluates_on_a_labelled_npz_file(saved_model, tmp_path, capsys):
     assert evaluation["accuracy"] == pytest.approx(reference)
     bad = tmp_path / "bad.npz"
     np.savez(bad, a=x, b=y)
-    err = _runtime_error(capsys, ["export", str(saved_model), str(out), "--quantization",
-                                  "int8", "--data", str(bad)])
+    err = _usage_error(capsys, ["export", str(saved_model), str(out), "--quantization",
+                                "int8", "--data", str(bad)])
     assert "must hold its inputs as one of x, inputs, images" in err
 
 
@@ -268,17 +272,17 @@ def test_export_usage_errors(saved_model, tmp_path, capsys):
     assert not (tmp_path / "m.tflite").exists()
 
 
-def test_export_wrong_sample_shape_is_a_runtime_error(saved_model, tmp_path, capsys):
+def test_export_wrong_sample_shape_is_a_usage_error(saved_model, tmp_path, capsys):
     samples = tmp_path / "x.npy"
     np.save(samples, np.zeros((4, 28, 28, 1), "float32"))
     out = tmp_path / "m.tflite"
-    err = _runtime_error(capsys, ["export", str(saved_model), str(out), "--quantization",
-                                  "int8", "--data", str(samples)])
+    err = _usage_error(capsys, ["export", str(saved_model), str(out), "--quantization",
+                                "int8", "--data", str(samples)])
     assert "(28, 28, 1)" in err and "(8, 8, 1)" in err
     # A named dataset of another shape is refused before it is loaded (no download).
-    err = _runtime_error(capsys, ["export", str(saved_model), str(out), "--quantization",
-                                  "int8", "--data", "cifar10"])
-    assert "--data 'cifar10' gives samples of shape (32, 32, 3)" in err
+    err = _usage_error(capsys, ["export", str(saved_model), str(out), "--quantization",
+                                "int8", "--data", "cifar10"])
+    assert "--data: 'cifar10' gives samples of shape (32, 32, 3)" in err
     assert "download" not in err
     assert not out.exists()
 
@@ -315,8 +319,8 @@ def test_benchmark_errors(tmp_path, tflite_file, capsys):
     assert "argument --warmup: must be an integer >= 0" in err
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"not a flatbuffer")
-    err = _runtime_error(capsys, ["benchmark", str(bogus), "--runs", "1"])
-    assert "valid .tflite file" in err
+    err = _usage_error(capsys, ["benchmark", str(bogus), "--runs", "1"])
+    assert "argument FILE.tflite" in err and "valid .tflite file" in err
 
 
 # ------------------------------------------------------------------------ lr-find
@@ -369,7 +373,7 @@ def test_lr_find_errors(saved_model, tmp_path, capsys, monkeypatch):
     other = tmp_path / "other.keras"
     keras.Sequential([keras.Input(shape=(4, 4, 1)), keras.layers.Flatten(),
                       keras.layers.Dense(10)]).save(str(other))
-    err = _runtime_error(capsys, ["lr-find", "--model", str(other), "--steps", "3"])
+    err = _usage_error(capsys, ["lr-find", "--model", str(other), "--steps", "3"])
     assert "(4, 4, 1)" in err and "(8, 8, 1)" in err
     # matplotlib missing: the error names the extra, before any training.
     monkeypatch.setitem(sys.modules, "matplotlib", None)

@@ -189,9 +189,71 @@ def test_changed_setting_redoes_its_stage_and_what_follows(tmp_path, fake_chain)
     optimize(defaults(), str(tmp_path), log=lambda _: None)
     again = fake_chain(_Recorder())
     lines = []
-    optimize(load_config(None, {"prune": {"epochs": 2}}), str(tmp_path), log=lines.append)
+    optimize(load_config(None, {"prune": {"epochs": 2}}), str(tmp_path), overwrite=True,
+             log=lines.append)
     assert again.ran == ["prune", "quantize", "export"]
     assert any("redoing" in line for line in lines)
+
+
+def test_changed_setting_is_refused_without_overwrite(tmp_path, fake_chain):
+    from keras_dnnopt.pipeline.runner import ConfigChanged
+
+    fake_chain(_Recorder())
+    optimize(defaults(), str(tmp_path), log=lambda _: None)
+    again = fake_chain(_Recorder())
+    with pytest.raises(ConfigChanged, match=r"another configuration \(changed: prune.epochs "
+                                            r"8 -> 2\)") as info:
+        optimize(load_config(None, {"prune": {"epochs": 2}}), str(tmp_path), log=print)
+    assert info.value.changes == ["prune.epochs"]
+    assert again.ran == []
+    # Output-only settings do not count as a change.
+    optimize(load_config(None, {"verbose": "quiet"}), str(tmp_path), log=lambda _: None)
+    assert again.ran == []
+
+
+def test_stage_lines_of_stages_without_numbers_say_what_they_did(tmp_path, fake_chain):
+    fake_chain(_Recorder())
+    lines = []
+    optimize(defaults(), str(tmp_path), log=lines.append)
+    done = [line for line in lines if "done in" in line]
+    assert all(not line.rstrip().endswith(":") for line in done), done
+    assert done[0].endswith(": data")  # the stand-in data stage's summary
+
+
+def test_interrupt_names_the_stage_and_keeps_its_folder_in_progress(tmp_path, fake_chain):
+    from keras_dnnopt.pipeline.runner import Interrupted
+
+    fake_chain(_Recorder(interrupt_at="student"))
+    with pytest.raises(Interrupted, match=r"^interrupted during student; run the same "
+                                          r"command again to resume$"):
+        optimize(defaults(), str(tmp_path), log=lambda _: None)
+    assert (tmp_path / ".partial" / "3_student" / "part.txt").is_file()
+    resumed = fake_chain(_Recorder())
+    optimize(defaults(), str(tmp_path), log=lambda _: None)
+    assert resumed.ran == ["student", "distill", "prune", "quantize", "export"]
+    assert not os.listdir(tmp_path / ".partial")
+
+
+def test_out_that_cannot_be_created_names_out(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as info:
+        main(["optimize", "--stages", "data", "--out", str(blocker / "sub")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dnnopt optimize: error: --out: cannot create the folder"), err
+    assert str(blocker / "sub") in err
+
+
+def test_pipeline_does_not_import_the_package_root():
+    import ast
+    import pathlib
+
+    folder = pathlib.Path(stage_module.__file__).parent
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "keras_dnnopt":
+                pytest.fail(f"{path.name}:{node.lineno} imports from the package root")
 
 
 def test_failed_stage_keeps_what_finished_and_leaves_no_partial_folder(tmp_path, fake_chain):
@@ -244,14 +306,18 @@ def test_print_config_is_a_valid_config_file(tmp_path, capsys):
 
 def test_bad_config_file_fails_with_one_line_naming_the_key(tmp_path, capsys):
     path = _write(tmp_path, "prune: {target_sparsity: 2}\n")
-    assert main(["optimize", "--config", path, "--out", str(tmp_path / "o")]) == 1
+    with pytest.raises(SystemExit) as info:  # bad input: exit status 2 (cli/main.py)
+        main(["optimize", "--config", path, "--out", str(tmp_path / "o")])
+    assert info.value.code == 2
     err = capsys.readouterr().err
     assert "prune.target_sparsity" in err and "Received: prune.target_sparsity=2" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_bad_stage_list_on_the_command_line(tmp_path, capsys):
-    assert main(["optimize", "--stages", "data,tune", "--out", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit) as info:  # bad input: exit status 2 (cli/main.py)
+        main(["optimize", "--stages", "data,tune", "--out", str(tmp_path)])
+    assert info.value.code == 2
     assert "`stages` must be a list of stage names" in capsys.readouterr().err
 
 

@@ -3,14 +3,20 @@
 import argparse
 import os
 
+from keras_dnnopt.cli._errors import UsageError
+
 EPILOG = """\
 stages: data (load, de-duplicate, normalise, split, augment) -> baseline (the teacher,
 warm-up cosine schedule) -> student (a narrower MobileNet, trained alone as a reference)
 -> distill -> prune (with distillation) -> quantize (QAT on tf_keras, full-integer PTQ on
 Keras 3) -> export (TFLite, evaluated with LiteRT).
 
-Each stage is saved as it finishes (OUT/stages/<n>_<stage>/); running the command again
-reuses finished stages whose configuration has not changed. The report card is
+Each stage is saved as it finishes (OUT/stages/<n>_<stage>/). Interrupted (Ctrl-C) or
+killed, the same command again skips the finished stages and continues the stage in
+progress from its last finished epoch; the results equal an uninterrupted run's. The same
+command with the same --seed gives the same numbers on the same machine and versions (CPU).
+A rerun with other settings in the same OUT is refused unless --overwrite is given (then
+unchanged stages are still reused) or --force (every stage redone). The report card is
 OUT/report.html, OUT/report.md and OUT/metrics.json.
 
 examples:
@@ -23,7 +29,7 @@ examples:
 
 def add_parser(subparsers):
     """Registers the `optimize` subcommand on an argparse subparsers object."""
-    from keras_dnnopt.data.datasets import DATASET_NAMES
+    from keras_dnnopt.cli._common import DATASETS as DATASET_NAMES  # no TensorFlow
 
     parser = subparsers.add_parser(
         "optimize",
@@ -42,7 +48,11 @@ def add_parser(subparsers):
     parser.add_argument("--config", default=None, metavar="RUN.yaml",
                         help="a YAML file of settings to change (see --print-config)")
     parser.add_argument("--force", action="store_true",
-                        help="redo every stage instead of reusing finished ones")
+                        help="redo every stage instead of reusing finished ones (implies "
+                             "--overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="accept an OUT made with other settings: the stages they change "
+                             "(and those after) are redone, the others reused")
     parser.add_argument("--stages", default=None,
                         help="comma-separated stages to run, e.g. data,baseline,export "
                              "(default: all, or the config file's)")
@@ -80,9 +90,33 @@ def run(args):
 
         sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
         return 0
-    from keras_dnnopt.pipeline.runner import optimize
+    _make_out(args.out)
+    from keras_dnnopt.pipeline.runner import ConfigChanged, Interrupted, optimize
 
     command = "dnnopt " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dnnopt optimize"
-    optimize(config, args.out, force=args.force, command=command,
-             log=lambda text: print(text, flush=True))
+    try:
+        optimize(config, args.out, force=args.force, overwrite=args.overwrite,
+                 command=command, log=lambda text: print(text, flush=True))
+    except ConfigChanged as error:
+        raise UsageError(f"--out: {error}. Pass --overwrite to redo what the new settings "
+                         "change (or use another --out)") from None
+    except Interrupted as error:
+        print(str(error), file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr,
+              flush=True)
+        return 130
     return 0
+
+
+def _make_out(out):
+    """Creates the output folder, or raises `UsageError` naming `--out`."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out: {out!r} is a file, not a folder; give a folder (it is "
+                         "created when missing)")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out: cannot create the folder {out!r} "
+                         f"({error.strerror or error})") from None

@@ -4,9 +4,20 @@ A stage is skipped (its saved result reused) when its folder holds a finished re
 with the same configuration (its sections and those upstream, see
 `config.stage_fingerprint`) from the same upstream results (each stage records the run
 token of those it read). Anything else, or `force=True`, redoes it and everything after.
+
+A stage interrupted (Ctrl-C) or killed resumes at the next run from its folder in progress
+(`store.StageStore.begin`): its training continues from its last finished epoch. A run is
+reproducible: seeded, with TensorFlow's op determinism on, and every epoch's data order,
+augmentation and dropout drawn from the seed and the epoch alone (`stages._epoch_rng`), so a
+resumed run ends where an uninterrupted one does.
+
+`OUT/run.json` holds a hash of the configuration the folder's results were made with; a
+run with another configuration is refused (`ConfigChanged`) unless `overwrite=True`.
 """
 
 import datetime
+import hashlib
+import json
 import os
 import platform
 import time
@@ -17,11 +28,107 @@ import numpy as np
 from keras_dnnopt.backend import KERAS_NAME, USING_TF_KERAS, keras, tf
 from keras_dnnopt.pipeline import stages as stage_module
 from keras_dnnopt.pipeline.config import STAGES, ConfigError, stage_fingerprint
-from keras_dnnopt.pipeline.store import StageStore, publish_mode
+from keras_dnnopt.pipeline.store import StageStore, atomic_path, read_json, write_json
+
+RUN_FILE = "run.json"
+# Settings that change what is shown, not what is computed: left out of the hash.
+UNHASHED = ("verbose",)
 
 
 class StageFailed(RuntimeError):
     """A stage raised: its name is in the message, the cause is chained."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: says which stage (and epoch) it stopped in.
+
+    Attributes:
+        stage: the stage that was running.
+        epoch: the epoch of its training in progress (from 1), or None.
+    """
+
+    def __init__(self, stage, epoch=None):
+        self.stage, self.epoch = stage, epoch
+        where = stage if epoch is None else f"{stage}, epoch {epoch}"
+        super().__init__(f"interrupted during {where}; run the same command again to resume")
+
+    def __str__(self):
+        return self.args[0]
+
+
+class ConfigChanged(ConfigError):
+    """The output folder holds results of another configuration.
+
+    Attributes:
+        changes: the dotted keys that differ, e.g. `["baseline.epochs"]`.
+    """
+
+    def __init__(self, message, changes):
+        super().__init__(message)
+        self.changes = changes
+
+
+def config_hash(config):
+    """A hash of everything in a resolved configuration that changes the results."""
+    relevant = {key: value for key, value in config.items() if key not in UNHASHED}
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _changed_keys(old, new, prefix=""):
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        if not prefix and key in UNHASHED:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys.extend(_changed_keys(a, b, f"{prefix}{key}."))
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _check_same_config(config, out_dir):
+    """Raises `ConfigChanged` when `out_dir` holds results of another configuration."""
+    path = os.path.join(out_dir, RUN_FILE)
+    if not os.path.isfile(path):
+        return
+    try:
+        previous = read_json(path)
+    except ValueError:
+        return
+    if previous.get("config_hash") == config_hash(config):
+        return
+    changes = _changed_keys(previous.get("config", {}), config)
+    shown = ", ".join(
+        f"{key} {_lookup(previous.get('config', {}), key)!r} -> {_lookup(config, key)!r}"
+        for key in changes[:5]) + (", ..." if len(changes) > 5 else "")
+    raise ConfigChanged(
+        f"{out_dir!r} holds the results of another configuration (changed: "
+        f"{shown or 'unknown'}); they are not mixed with this run's",
+        changes,
+    )
+
+
+def _lookup(config, dotted):
+    value = config
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _determinism():
+    """Turns TensorFlow's op determinism on; returns a function that restores the state."""
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+
+    def restore():
+        if not was_on and hasattr(tf_config, "disable_op_determinism"):
+            tf_config.disable_op_determinism()
+
+    return restore
 
 
 def _check_runnable(config):
@@ -56,7 +163,9 @@ def _status(index, total, stage, text):
     return f"[{index}/{total}] {stage:<9} {text}"
 
 
-def _metric_text(metrics):
+def _metric_text(metrics, summary=""):
+    """The numbers of a stage's line; its summary for a stage that measures nothing (the
+    data, post-training quantization set up for the export)."""
     parts = []
     if metrics.get("accuracy") is not None:
         parts.append(f"accuracy {metrics['accuracy']:.4f}")
@@ -68,10 +177,10 @@ def _metric_text(metrics):
         parts.append(f"{metrics['size_bytes'] / 1024:.1f} KiB")
     if metrics.get("latency_ms") is not None:
         parts.append(f"{metrics['latency_ms']:.3f} ms")
-    return ", ".join(parts)
+    return ", ".join(parts) or summary
 
 
-def optimize(config, out_dir, force=False, command=None, log=print):
+def optimize(config, out_dir, force=False, overwrite=False, command=None, log=print):
     """Runs the optimization chain and writes its report card.
 
     Args:
@@ -79,7 +188,11 @@ def optimize(config, out_dir, force=False, command=None, log=print):
         out_dir: the output folder (created when missing). It receives `stages/<n>_<stage>/`
             (each stage's model, files and `stage.json`), `config.yaml`, `metrics.json`,
             `report.md`, `report.html`, `plots/` and the final `.tflite` file.
-        force: redo every stage even when a finished result could be reused.
+        force: redo every stage even when a finished result could be reused (and accept a
+            folder made with another configuration). Defaults to False.
+        overwrite: accept a folder whose results were made with another configuration:
+            the stages whose configuration (and upstream) is unchanged are still reused,
+            the others are redone. Defaults to False.
         command: the command line, for the report.
         log: where the one-line status of each stage goes.
 
@@ -89,6 +202,10 @@ def optimize(config, out_dir, force=False, command=None, log=print):
     Raises:
         ConfigError: for a configuration this Keras cannot run (QAT on Keras 3) or a
             chain with a stage missing what it needs.
+        ConfigChanged: (a `ConfigError`) when `out_dir` holds results of another
+            configuration and neither `overwrite` nor `force` is set.
+        Interrupted: (a `KeyboardInterrupt`) on Ctrl-C, naming the stage and epoch; the
+            next run with the same configuration resumes there.
         StageFailed: when a stage fails; the stages finished before it are kept and the
             report covers them.
     """
@@ -96,10 +213,23 @@ def optimize(config, out_dir, force=False, command=None, log=print):
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"Argument `out` must be a folder. Received: out={out_dir!r}, a file")
+    if not (overwrite or force):
+        _check_same_config(config, out_dir)
     os.makedirs(out_dir, exist_ok=True)
     store = StageStore(out_dir, STAGES)
     store.clean_temporaries()
     _write_config(config, out_dir)
+    write_json(os.path.join(out_dir, RUN_FILE),
+               {"config_hash": config_hash(config), "config": config})
+    restore_determinism = _determinism()
+    try:
+        return _optimize(config, store, force, command, log)
+    finally:
+        restore_determinism()
+
+
+def _optimize(config, store, force, command, log):
+    out_dir = store.out_dir
     run = stage_module.Run(config, store, log=log)
 
     chosen = config["stages"]
@@ -115,8 +245,8 @@ def optimize(config, out_dir, force=False, command=None, log=print):
             if (record is not None and record.get("fingerprint") == fingerprint
                     and record.get("inputs") == inputs):
                 records[stage] = record
-                log(_status(index, len(chosen), stage,
-                            f"reused (finished earlier): {_metric_text(record['metrics'])}"))
+                log(_status(index, len(chosen), stage, "reused (finished earlier): "
+                            f"{_metric_text(record['metrics'], record['summary'])}"))
                 continue
             if record is not None:
                 log(_status(index, len(chosen), stage,
@@ -127,7 +257,7 @@ def optimize(config, out_dir, force=False, command=None, log=print):
             records[stage] = _run_stage(run, store, stage, fingerprint, inputs)
             log(_status(index, len(chosen), stage,
                         f"done in {_duration(records[stage]['seconds'])}: "
-                        f"{_metric_text(records[stage]['metrics'])}"))
+                        f"{_metric_text(records[stage]['metrics'], records[stage]['summary'])}"))
     except BaseException as error:  # noqa: BLE001 - the report of what finished is still due
         failure = error
     card = None
@@ -146,9 +276,13 @@ def optimize(config, out_dir, force=False, command=None, log=print):
 
 
 def _run_stage(run, store, stage, fingerprint, inputs):
-    workdir = store.begin(stage)
+    workdir, _ = store.begin(stage, {"fingerprint": fingerprint, "inputs": inputs,
+                                     "keras": KERAS_NAME})
     begun = time.perf_counter()
+    run.current_stage, run.current_epoch = stage, None
     try:
+        # Each stage starts from the same seeds whatever ran (or was reused) before it.
+        keras.utils.set_random_seed(config_seed(run.config, stage))
         result = stage_module.STAGE_FUNCTIONS[stage](run, workdir)
         record = {
             "stage": stage,
@@ -170,21 +304,25 @@ def _run_stage(run, store, stage, fingerprint, inputs):
         run._model_cache.pop(stage, None)
         return record
     except KeyboardInterrupt:
-        store.abandon(workdir)
-        raise
+        # The folder in progress stays: the next run resumes from it.
+        epoch = None if run.current_epoch is None else run.current_epoch + 1
+        raise Interrupted(stage, epoch) from None
     except Exception as error:
         store.abandon(workdir)
         raise StageFailed(f"Stage `{stage}` failed: {type(error).__name__}: {error}") from error
 
 
+def config_seed(config, stage):
+    """The seed Python, NumPy and TensorFlow get at the start of `stage`."""
+    return config["seed"] * 100 + STAGES.index(stage)
+
+
 def _write_config(config, out_dir):
     import yaml
 
-    path = os.path.join(out_dir, "config.yaml")
-    temp = path + ".tmp"
-    with open(temp, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(config, handle, sort_keys=False)
-    os.replace(temp, path)
+    with atomic_path(os.path.join(out_dir, "config.yaml")) as temp:
+        with open(temp, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(config, handle, sort_keys=False)
 
 
 def _relative(path, out_dir):
@@ -193,7 +331,7 @@ def _relative(path, out_dir):
 
 def write_card(run, records, command, seconds):
     """Draws the plots and writes `report.md`, `report.html` and `metrics.json`."""
-    from keras_dnnopt import __version__
+    from keras_dnnopt._version import __version__
     from keras_dnnopt.pipeline.report import write_report
 
     out_dir = run.store.out_dir
@@ -253,19 +391,11 @@ def write_card(run, records, command, seconds):
 def _copy_final(run, export_record):
     """Copies the exported file next to the report (atomically) and returns its path."""
     import shutil
-    import tempfile
 
     source = os.path.join(run.store.folder("export"), export_record["artifact"])
     target = os.path.join(run.store.out_dir, export_record["artifact"])
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".tflite", dir=run.store.out_dir)
-    os.close(handle)
-    try:
+    with atomic_path(target) as temp:
         shutil.copyfile(source, temp)
-        publish_mode(temp)
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
     return target
 
 

@@ -26,6 +26,15 @@ GRADCAM_FILE = "gradcam.npy"
 # The stages whose folder holds a trained Keras model (MODEL_FILE), latest last.
 MODEL_STAGES = ("baseline", "student", "distill", "prune")
 
+# A training stage's resume state, inside its folder in progress: Keras' `BackupAndRestore`
+# folder and the logs of the epochs it holds.
+BACKUP_DIR = "backup"
+HISTORY_FILE = "history.json"
+
+# Each stage's part in the seeds of its epochs (`_epoch_rng`).
+STAGE_KEYS = {"data": 0, "baseline": 1, "student": 2, "distill": 3, "prune": 4, "quantize": 5,
+              "export": 6}
+
 
 class Run:
     """What the stages share: the configuration, the output folders and the data."""
@@ -36,6 +45,19 @@ class Run:
         self.log = log
         self._dataset = None
         self._model_cache = {}
+        # What is running, for the message of an interrupted run.
+        self.current_stage = None
+        self.current_epoch = None
+
+    @property
+    def augment_options(self):
+        """The training augmentation (`augmentation_layers` arguments), or False."""
+        cfg = self.config["data"]
+        if not cfg["augment"]:
+            return False
+        augment = {"rotation": cfg["rotation"] or None, "zoom": cfg["zoom"] or None,
+                   "translation": cfg["translation"] or None}
+        return {k: v for k, v in augment.items() if v is not None} or False
 
     # -- data ---------------------------------------------------------------------------
     @property
@@ -44,11 +66,7 @@ class Run:
             from keras_dnnopt.data import load_dataset
 
             cfg = self.config["data"]
-            augment = False
-            if cfg["augment"]:
-                augment = {"rotation": cfg["rotation"] or None, "zoom": cfg["zoom"] or None,
-                           "translation": cfg["translation"] or None}
-                augment = {k: v for k, v in augment.items() if v is not None} or False
+            augment = self.augment_options
             self._dataset = load_dataset(
                 self.config["dataset"],
                 validation_split=cfg["validation_split"],
@@ -120,11 +138,12 @@ def _seed(run, offset):
 
 
 def _build(run, section):
-    from keras_dnnopt import models
+    from keras_dnnopt.models import mobilenet_v1, mobilenet_v2, plain_cnn
 
     cfg = run.config[section]
     data = run.dataset
-    builder = getattr(models, cfg["architecture"])
+    builder = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
+               "plain_cnn": plain_cnn}[cfg["architecture"]]
     return builder(
         input_shape=data.input_shape, num_classes=data.num_classes, alpha=cfg["alpha"],
         dropout=cfg["dropout"], batch_norm_momentum=0.9, name=f"{section}_{cfg['architecture']}",
@@ -150,7 +169,7 @@ def _schedule(run, learning_rate, epochs, warmup_epochs=0, kind="warmup_cosine")
 
     steps = run.steps_per_epoch
     total = steps * epochs
-    warmup = min(steps * warmup_epochs, total - 1)
+    warmup = min(steps * warmup_epochs, total // 2)  # the warm-up never outlasts the decay
     if kind == "constant":
         return learning_rate
     if kind == "one_cycle":
@@ -165,19 +184,186 @@ def _schedule(run, learning_rate, epochs, warmup_epochs=0, kind="warmup_cosine")
                              warmup_steps=warmup)
 
 
-def _fit(run, trainee, epochs, optimizer, callbacks=(), loss=None):
-    from keras_dnnopt.callbacks import LearningRateMonitor
+def _epoch_rng(run, epoch):
+    """The random generator of one epoch of the stage in progress: a function of the seed,
+    the stage and the epoch only, so a resumed stage draws what an uninterrupted one
+    would have drawn."""
+    stage_key = STAGE_KEYS[run.current_stage] if run.current_stage in STAGE_KEYS else 0
+    return np.random.default_rng([run.config["seed"], stage_key, epoch])
+
+
+def _training_data(run, start, epochs):
+    """The training batches of epochs `start` to `epochs - 1`, one after the other.
+
+    Each epoch has its own order and its own freshly seeded augmentation layers, both drawn
+    from `_epoch_rng(run, epoch)`, and the batches are augmented in order (no parallel map,
+    whose interleaving would reorder the draws): the same epoch always sees the same
+    batches, whether the run was interrupted before it or not.
+    """
+    from functools import reduce
+
+    from keras_dnnopt.backend import tf
+    from keras_dnnopt.data.pipeline import resolve_augmentation
 
     data = run.dataset
+    x = tf.constant(np.asarray(data.x_train, dtype="float32"))
+    y = tf.constant(np.asarray(data.y_train))
+    normalizer = data.normalizer
+    pieces = []
+    for epoch in range(start, epochs):
+        rng = _epoch_rng(run, epoch)
+        order = rng.permutation(len(data.y_train))
+        augment = resolve_augmentation(run.augment_options, data.input_shape,
+                                       int(rng.integers(2**31 - 1)))
+
+        def batch(indices, augment=augment):
+            images = tf.gather(x, indices)
+            if augment is not None:
+                images = augment(images, training=True)
+            if normalizer is not None:
+                images = normalizer(images)
+            return tf.cast(images, tf.float32), tf.gather(y, indices)
+
+        pieces.append(tf.data.Dataset.from_tensor_slices(order)
+                      .batch(run.config["batch_size"]).map(batch))
+    return reduce(lambda a, b: a.concatenate(b), pieces).prefetch(tf.data.AUTOTUNE)
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    """Tells the run which epoch is in progress, records each finished epoch's logs in the
+    stage's resume folder (before `BackupAndRestore` saves that epoch), and reseeds the
+    model's own randomness (dropout) from the seed and the epoch at each epoch's start."""
+
+    def __init__(self, run, history_path, history):
+        super().__init__()
+        self.run = run
+        self.history_path = history_path
+        self.history = history
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from keras_dnnopt.backend import tf
+
+        self.run.current_epoch = epoch
+        seed = int(_epoch_rng(self.run, epoch).integers(2**31 - 1))
+        stochastic = False
+        for layer in self.model._flatten_layers(include_self=True, recursive=True):
+            for generator in getattr(layer, "_seed_generators", ()):  # Keras 3
+                generator.state.assign(np.asarray([seed, 0], dtype=generator.state.dtype))
+            stochastic = stochastic or (isinstance(layer, keras.layers.Dropout)
+                                        and layer.rate > 0)
+        if USING_TF_KERAS and stochastic:
+            # tf_keras' dropout draws from stateful random ops whose state lives in the
+            # traced train step: a fresh trace under a fresh seed restarts it.
+            tf.random.set_seed(seed)
+            self.model.make_train_function(force=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_dnnopt.pipeline.store import write_json
+
+        self.history[epoch] = {key: float(value) for key, value in (logs or {}).items()}
+        write_json(self.history_path, {str(k): v for k, v in sorted(self.history.items())})
+
+
+def _fit(run, trainee, epochs, optimizer, callbacks=(), loss=None, workdir=None):
+    """Trains `trainee` for `epochs`, resumable: `keras.callbacks.BackupAndRestore` keeps
+    the weights and optimizer state of the last finished epoch in `workdir/backup/`, and a
+    rerun of the stage continues from there with the same data, augmentation and dropout
+    draws it would have had."""
+    from keras_dnnopt.callbacks import LearningRateMonitor
+    from keras_dnnopt.pipeline.store import read_json
+
+    backup_dir = os.path.join(workdir, BACKUP_DIR)
+    history_path = os.path.join(workdir, HISTORY_FILE)
+    start = backup_epoch(backup_dir)
+    history = {}
+    if start and os.path.isfile(history_path):
+        history = {int(k): v for k, v in read_json(history_path).items() if int(k) < start}
     trainee.compile(optimizer=optimizer,
                     loss=loss or keras.losses.SparseCategoricalCrossentropy(),
                     metrics=["accuracy"])
-    # The training pipeline reshuffles itself every epoch (`make_pipeline`); `shuffle=False`
-    # only tells Keras not to (Keras 3 warns that it would ignore it on a dataset).
-    history = trainee.fit(data.train, validation_data=data.validation, epochs=epochs,
-                          callbacks=[LearningRateMonitor(), *callbacks], shuffle=False,
-                          verbose=run.fit_verbose)
-    return {key: [float(v) for v in values] for key, values in history.history.items()}
+    if start:
+        run.log(f"          resuming at epoch {start + 1}/{epochs} "
+                f"(epochs 1-{start} were finished)")
+    # Restarted after its last epoch (killed before the stage was saved): the backup
+    # restores the weights and no epoch runs; the data is only there to be passed.
+    train = _training_data(run, min(start, epochs - 1), epochs)
+    fitted = trainee.fit(
+        train, validation_data=run.dataset.validation, epochs=epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        callbacks=[LearningRateMonitor(), *callbacks, _EpochProgress(run, history_path, history),
+                   _backup_callback(backup_dir)],
+        shuffle=False, verbose=run.fit_verbose)
+    del fitted
+    run.current_epoch = None
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    keys = list(history[min(history)]) if history else []
+    return {key: [history[e][key] for e in sorted(history)] for key in keys}
+
+
+def _backup_callback(backup_dir):
+    if USING_TF_KERAS:
+        # tf_keras saves a TensorFlow checkpoint (data files first, its index renamed into
+        # place last), the epoch included: atomic as it is.
+        return keras.callbacks.BackupAndRestore(backup_dir)
+    return _AtomicBackupAndRestore(backup_dir)
+
+
+if not USING_TF_KERAS:
+    class _AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """Keras 3's `BackupAndRestore`, its two files written atomically and consistently.
+
+        Keras 3 writes `latest.weights.h5` in place, then `training_metadata.json`: a kill
+        in between leaves new weights with the old epoch (or half a file). Here each
+        epoch's weights go to their own file, renamed into place, and the metadata (which
+        names that file) is replaced last, atomically; the older weights are removed after.
+        """
+
+        def _save_model(self):
+            from keras_dnnopt.pipeline.store import write_json
+
+            os.makedirs(self.backup_dir, exist_ok=True)
+            name = f"epoch-{self._current_epoch}.weights.h5"
+            temp = os.path.join(self.backup_dir, f".tmp-{name}")
+            self.model.save_weights(temp, overwrite=True)
+            os.replace(temp, os.path.join(self.backup_dir, name))
+            write_json(self._training_metadata_path,
+                       {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                        "weights": name})
+            for old in os.listdir(self.backup_dir):
+                if old.startswith("epoch-") and old != name:
+                    os.remove(os.path.join(self.backup_dir, old))
+
+        def _load_model(self):
+            from keras_dnnopt.pipeline.store import read_json
+
+            if not os.path.isfile(self._training_metadata_path):
+                return
+            metadata = read_json(self._training_metadata_path)
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(os.path.join(self.backup_dir, metadata["weights"]))
+            self.model._initial_epoch = metadata["epoch"]
+
+
+def backup_epoch(backup_dir):
+    """The number of epochs a stage's `BackupAndRestore` folder holds as finished (0 when
+    there is none): the epoch its training resumes at."""
+    if not os.path.isdir(backup_dir):
+        return 0
+    if not USING_TF_KERAS:
+        from keras_dnnopt.pipeline.store import read_json
+
+        path = os.path.join(backup_dir, "training_metadata.json")
+        return int(read_json(path)["epoch"]) if os.path.isfile(path) else 0
+    from keras_dnnopt.backend import tf
+
+    checkpoint = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if checkpoint is None:
+        return 0
+    for name, _ in tf.train.list_variables(checkpoint):
+        if "ckpt_saved_epoch" in name:
+            return int(tf.train.load_variable(checkpoint, name)) + 1
+    return 0
 
 
 def _distiller(run, student):
@@ -187,14 +373,15 @@ def _distiller(run, student):
                      alpha=run.config["distill"]["alpha"], from_logits=False)
 
 
-def _fine_tune(run, model, cfg, callbacks=()):
+def _fine_tune(run, model, cfg, workdir, callbacks=()):
     """Trains `model` for the section's epochs from its learning rate down a cosine, through
     the teacher when the section distills and a teacher exists. Returns the history and
     whether it distilled."""
     distilled = cfg["distill"] and run.teacher() is not None
     trainee = _distiller(run, model) if distilled else model
     schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], 0)
-    history = _fit(run, trainee, cfg["epochs"], _optimizer("sgd", schedule), callbacks=callbacks)
+    history = _fit(run, trainee, cfg["epochs"], _optimizer("sgd", schedule), callbacks=callbacks,
+                   workdir=workdir)
     return history, distilled
 
 
@@ -233,11 +420,20 @@ def _measure(run, model, workdir, with_accuracy=True):
 
 
 def _save_model(model, workdir, run):
-    model.save(os.path.join(workdir, MODEL_FILE))
+    from keras_dnnopt.pipeline.store import atomic_path
+
+    with atomic_path(os.path.join(workdir, MODEL_FILE)) as temp:
+        model.save(temp)
     _, images, _ = run.gradcam_images()
-    heatmaps = _grad_cam(model, images)
+    _save_heatmaps(_grad_cam(model, images), workdir)
+
+
+def _save_heatmaps(heatmaps, workdir):
+    from keras_dnnopt.pipeline.store import atomic_path
+
     if heatmaps is not None:
-        np.save(os.path.join(workdir, GRADCAM_FILE), heatmaps)
+        with atomic_path(os.path.join(workdir, GRADCAM_FILE)) as temp:
+            np.save(temp, heatmaps)
 
 
 def _describe(cfg):
@@ -287,7 +483,7 @@ def baseline_stage(run, workdir):
     schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], cfg["warmup_epochs"],
                          cfg["schedule"])
     history = _fit(run, model, cfg["epochs"],
-                   _optimizer(cfg["optimizer"], schedule, cfg["weight_decay"]))
+                   _optimizer(cfg["optimizer"], schedule, cfg["weight_decay"]), workdir=workdir)
     _save_model(model, workdir, run)
     metrics = _measure(run, model, workdir)
     return {"summary": f"{_describe(cfg)}, {cfg['epochs']} epochs, {cfg['optimizer']} with a "
@@ -304,7 +500,7 @@ def student_stage(run, workdir):
     history = None
     if cfg["epochs"]:
         schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], 1, cfg["schedule"])
-        history = _fit(run, model, cfg["epochs"], _optimizer("sgd", schedule))
+        history = _fit(run, model, cfg["epochs"], _optimizer("sgd", schedule), workdir=workdir)
     _save_model(model, workdir, run)
     metrics = _measure(run, model, workdir, with_accuracy=bool(cfg["epochs"]))
     trained = f"trained alone {cfg['epochs']} epochs" if cfg["epochs"] else "untrained"
@@ -322,7 +518,7 @@ def distill_stage(run, workdir):
     student = _build(run, "student")
     schedule = _schedule(run, cfg["learning_rate"], cfg["epochs"], 1, cfg["schedule"])
     history = _fit(run, _distiller(run, student), cfg["epochs"],
-                   _optimizer("sgd", schedule))
+                   _optimizer("sgd", schedule), workdir=workdir)
     _save_model(student, workdir, run)
     metrics = _measure(run, student, workdir)
     return {"summary": f"{_describe(run.config['student'])} from the teacher, "
@@ -345,7 +541,8 @@ def prune_stage(run, workdir):
     end_step = max(int(cfg["ramp_fraction"] * total) // frequency * frequency, frequency)
     pruned = prune(source, cfg["target_sparsity"], begin_step=0, end_step=end_step,
                    frequency=frequency, structure=cfg["structure"])
-    history, distilled = _fine_tune(run, pruned, cfg, callbacks=[PruningCallback(model=pruned)])
+    history, distilled = _fine_tune(run, pruned, cfg, workdir,
+                                    callbacks=[PruningCallback(model=pruned)])
     stripped = strip_pruning(pruned)
     report = sparsity_report(stripped)
     _save_model(stripped, workdir, run)
@@ -385,15 +582,15 @@ def quantize_stage(run, workdir):
     # PQAT keeps the zeros of a pruned model through quantization-aware training.
     scheme = "pqat" if source_stage == "prune" else "default"
     qat = quantize(source, scheme=scheme)
-    history, distilled = _fine_tune(run, qat, cfg)
-    qat.save_weights(os.path.join(workdir, "qat.weights.h5"))
+    history, distilled = _fine_tune(run, qat, cfg, workdir)
     from keras_dnnopt.evaluation import evaluate_report
+    from keras_dnnopt.pipeline.store import atomic_path
 
+    with atomic_path(os.path.join(workdir, "qat.weights.h5")) as temp:
+        qat.save_weights(temp)
     report = evaluate_report(qat, run.dataset.test)
     _, images, _ = run.gradcam_images()
-    heatmaps = _grad_cam(qat, images)
-    if heatmaps is not None:
-        np.save(os.path.join(workdir, GRADCAM_FILE), heatmaps)
+    _save_heatmaps(_grad_cam(qat, images), workdir)
     how = " with distillation" if distilled else ""
     return {"summary": f"quantization-aware training ({scheme}) of the {source_stage} model"
                        f"{how}, {cfg['epochs']} epochs (accuracy of the fake-quantized model)",
@@ -450,12 +647,10 @@ def export_stage(run, workdir):
     if quantize_record is None or quantize_record["extra"]["method"] != "qat":
         # PTQ: the final Keras model is the float one; its heatmaps explain the file.
         _, images, _ = run.gradcam_images()
-        heatmaps = _grad_cam(float_model, images)
-        if heatmaps is not None:
-            np.save(os.path.join(workdir, GRADCAM_FILE), heatmaps)
+        _save_heatmaps(_grad_cam(float_model, images), workdir)
     elif os.path.isfile(os.path.join(run.store.folder("quantize"), GRADCAM_FILE)):
-        shutil.copy(os.path.join(run.store.folder("quantize"), GRADCAM_FILE),
-                    os.path.join(workdir, GRADCAM_FILE))
+        _save_heatmaps(np.load(os.path.join(run.store.folder("quantize"), GRADCAM_FILE)),
+                       workdir)
     return {"summary": f"{quantization} TFLite file of the {source_stage} model"
                        f"{quantization_note}, run with LiteRT "
                        f"(top-1 agreement with the float model {agreement.top1_agreement:.1%})",

@@ -1,17 +1,54 @@
 """The output folder of `dnnopt optimize`: one folder per finished stage, written atomically.
 
-A stage works in a hidden temporary folder next to its final place and is renamed into
-place (`os.replace`, atomic on one file system) only once everything in it, its
-`stage.json` last, is written. So a stage folder that exists is complete; an interrupted
-stage leaves only a temporary folder, removed at the next start.
+A stage works in its folder in progress, `OUT/.partial/<n>_<stage>/`, and that folder is
+renamed into place (`OUT/stages/<n>_<stage>/`, `os.replace`, atomic on one file system) only
+once everything in it, its `stage.json` last, is written. So a stage folder that exists is
+complete. An interrupted or killed stage leaves its folder in progress behind, with what
+it needs to resume (the `BackupAndRestore` state of its training, see
+`stages.BACKUP_DIR`); the next run with the same configuration resumes from it, any other
+run starts the stage afresh. Every file is itself written to a temporary name and renamed
+(`write_json`, `atomic_path`).
 """
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 
 STAGE_FILE = "stage.json"
+PARTIAL_DIR = ".partial"
+RESUME_FILE = "resume.json"  # what a folder in progress was made for
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path next to `path` (same suffix) to write to; moved over `path` with
+    `os.replace` when the block ends without an error, removed otherwise.
+
+    Example:
+
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> with atomic_path(os.path.join(folder, "a.txt")) as temp:
+    ...     _ = open(temp, "w").write("whole")
+    >>> open(os.path.join(folder, "a.txt")).read()
+    'whole'
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    suffix = ".weights.h5" if name.endswith(".weights.h5") else os.path.splitext(name)[1]
+    handle, temp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    os.close(handle)
+    os.remove(temp)  # writers such as `model.save` want to create the file themselves
+    try:
+        yield temp
+        if os.path.isdir(temp):
+            raise IsADirectoryError(temp)
+        publish_mode(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.isfile(temp):
+            os.remove(temp)
 
 
 def write_json(path, data):
@@ -82,23 +119,56 @@ class StageStore:
         return read_json(path) if os.path.isfile(path) else None
 
     def clean_temporaries(self):
-        """Removes the temporary folders an interrupted run left behind."""
-        if not os.path.isdir(self.stages_dir):
-            return
-        for name in os.listdir(self.stages_dir):
-            if name.startswith(".tmp-"):
-                shutil.rmtree(os.path.join(self.stages_dir, name), ignore_errors=True)
+        """Removes the temporary folders and files an interrupted run left behind (the
+        folders in progress stay, to resume from)."""
+        for folder in (self.stages_dir, self.out_dir):
+            if not os.path.isdir(folder):
+                continue
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if not name.startswith(".tmp-"):
+                    continue
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
 
-    def begin(self, stage):
-        """A fresh temporary folder for `stage` to write into."""
-        os.makedirs(self.stages_dir, exist_ok=True)
-        return tempfile.mkdtemp(prefix=f".tmp-{stage}-", dir=self.stages_dir)
+    def partial(self, stage):
+        """The stage's folder in progress (where it writes before its commit)."""
+        return os.path.join(self.out_dir, PARTIAL_DIR, os.path.basename(self.folder(stage)))
+
+    def begin(self, stage, key=None):
+        """The folder for `stage` to write into, and whether it resumes an earlier try.
+
+        The folder in progress an interrupted try left is kept when it was made for the same
+        `key` (a JSON-able description of the stage's configuration and inputs); otherwise
+        it is emptied.
+
+        Returns:
+            `(folder, resumed)`.
+        """
+        folder = self.partial(stage)
+        marker = os.path.join(folder, RESUME_FILE)
+        if os.path.isfile(marker):
+            try:
+                if read_json(marker) == key:
+                    return folder, True
+            except ValueError:  # unreadable: start afresh
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        write_json(marker, key)
+        return folder, False
 
     def commit(self, stage, workdir, record):
         """Writes `record` as the stage's `stage.json` and moves the folder into place,
         replacing an older result of the stage."""
+        marker = os.path.join(workdir, RESUME_FILE)
+        if os.path.isfile(marker):
+            os.remove(marker)
         write_json(os.path.join(workdir, STAGE_FILE), record)
         _publish_modes(workdir)
+        os.makedirs(self.stages_dir, exist_ok=True)
         final = self.folder(stage)
         if os.path.isdir(final):
             # Move the old result aside first, so the new one lands atomically and the old

@@ -113,7 +113,7 @@ def test_same_seed_gives_the_same_numbers(reference, config, tmp_path):
     assert first == second
 
 
-@pytest.mark.xfail(reason="issue 15 open: a resumed training stage does not yet match an uninterrupted run (fails on both Kerases)", strict=False)
+@pytest.mark.xfail(reason="issue 15 open: a resumed stage does not match yet", strict=False)
 def test_killed_in_a_training_stage_resumes_from_its_last_epoch(reference, config, tmp_path):
     code, _, _ = _run_until(tmp_path, config, _epoch_done(tmp_path, "2_baseline"),
                             signal.SIGKILL)
@@ -128,7 +128,7 @@ def test_killed_in_a_training_stage_resumes_from_its_last_epoch(reference, confi
     assert not os.listdir(tmp_path / ".partial")
 
 
-@pytest.mark.xfail(reason="issue 15 open: a resumed training stage does not yet match an uninterrupted run (fails on both Kerases)", strict=False)
+@pytest.mark.xfail(reason="issue 15 open: a resumed stage does not match yet", strict=False)
 def test_ctrl_c_says_where_and_the_rerun_resumes(reference, config, tmp_path):
     code, _, err = _run_until(tmp_path, config, _epoch_done(tmp_path, "2_baseline"),
                               signal.SIGINT)

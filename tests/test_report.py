@@ -10,6 +10,9 @@ something drawn.
 """
 
 import base64
+import configparser
+import fnmatch
+import importlib.resources
 import json
 import math
 import os
@@ -24,6 +27,7 @@ import pytest
 from keras_dnnopt.pipeline import report as report_module
 from keras_dnnopt.pipeline.plots import plot_gradcam_grid, plot_training_curves
 from keras_dnnopt.pipeline.report import ratio_rows, write_report
+from keras_dnnopt.pipeline.report_data import ReportData
 
 matplotlib = pytest.importorskip("matplotlib")
 
@@ -332,6 +336,70 @@ def test_text_is_escaped(run_dir):
     assert rows[0][0] == SCRIPT_TITLE  # the browser shows the title as it was written
     markdown = read(paths["markdown"]).decode()
     assert "<script>" not in markdown and "Student &lt;script&gt;" in markdown
+
+
+def test_html_autoescapes_every_text_of_the_card(run_dir):
+    folder, plots = run_dir
+    attack = "<script>alert(1)</script> & co"
+    card = make_card(plots)
+    card["title"] = attack
+    card["notes"].append(f"{attack} and `{attack}`")
+    card["config"]["pruning"]["schedule"] = attack
+    card["stages"][0]["name"] = attack
+    paths = write_report(folder, card)
+    page = read(paths["html"]).decode()
+    assert "<script>alert(1)</script>" not in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"
+    assert f"<title>{escaped}</title>" in page and f"<h1>{escaped}</h1>" in page
+    assert f"<li>{escaped} and <code>{escaped}</code></li>" in page  # the note
+    assert f"&quot;schedule&quot;: &quot;{escaped}&quot;" in page  # the config
+    assert f'<tr data-stage="{escaped}">' in page  # the stage name, in an attribute
+    parsed = parse_html(page)
+    assert sum(tag == "script" for tag, _ in parsed.tags) == 1  # the page's own, inline
+    assert [attrs["data-stage"] for tag, attrs in parsed.tags
+            if tag == "tr" and "data-stage" in attrs][0] == attack
+    markdown, config = read(paths["markdown"]).decode().split("## Configuration")
+    assert "<script>" not in markdown and f"# {escaped}" in markdown
+    assert f'"schedule": "{attack}"' in config  # literal in its code block
+
+
+# --------------------------------------------------------------------------- ReportData
+
+
+def test_report_data_is_the_content_of_metrics_json(run_dir):
+    folder, plots = run_dir
+    card = make_card(plots)
+    card["stages"][3]["metrics"]["latency_ms"] = np.float32("nan")
+    card["config"]["mean"] = np.zeros(2)
+    paths = write_report(folder, card)
+    text = read(paths["metrics"]).decode()
+    data = ReportData.from_card(card)
+    assert data.as_dict() == json.loads(text)
+    assert list(data.as_dict()) == list(json.loads(text))  # the same key order
+    assert ReportData.from_card(card, folder).to_json() == text  # byte for byte
+    assert [plot.data_uri for plot in data.figures] == [None] * len(plots)  # no out_dir
+    changed = data.as_dict()
+    changed["stages"][0]["name"] = "changed"
+    assert data.stages[0]["name"] == "data"  # as_dict() is a copy
+    row = data.rows[3]
+    assert (row.name, row.classes, row.cells[4].text) == ("export", "final",
+                                                          "226.8 KiB (0.27x)")
+    assert data.rows[1].classes == "baseline"
+    assert data.sentence.endswith("and loses 0.60 points of accuracy (96.90% vs 97.50%).")
+    with pytest.raises(ValueError, match=r"ReportData\.from_card\(card, out_dir\)"):
+        report_module.render_html(data)
+
+
+def test_templates_ship_as_package_data():
+    templates = importlib.resources.files("keras_dnnopt.pipeline").joinpath("templates")
+    names = sorted(item.name for item in templates.iterdir() if item.name.endswith(".j2"))
+    assert names == ["report.html.j2", "report.md.j2"]
+    assert all(templates.joinpath(name).is_file() for name in names)
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(os.path.dirname(__file__), os.pardir, "setup.cfg"))
+    patterns = setup.get("options.package_data", "keras_dnnopt.pipeline").split()
+    for name in names:  # a wheel or sdist built from setup.cfg carries each template
+        assert any(fnmatch.fnmatch(f"templates/{name}", pattern) for pattern in patterns)
 
 
 # --------------------------------------------------------------------------- atomic

@@ -10,11 +10,13 @@ from keras_dnnopt.pipeline.config import (
 )
 from keras_dnnopt.pipeline.plots import plot_gradcam_grid, plot_training_curves
 from keras_dnnopt.pipeline.report import ratio_rows, write_report
+from keras_dnnopt.pipeline.report_data import ReportData
 from keras_dnnopt.pipeline.runner import StageFailed, optimize
 
 __all__ = [
     "STAGES",
     "ConfigError",
+    "ReportData",
     "StageFailed",
     "defaults",
     "load_config",

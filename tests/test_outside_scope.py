@@ -8,9 +8,16 @@ the tests compare the logs. Before the fix, every Distiller check failed on both
 (Keras 3: "`colocate_vars_with` must only be passed a variable created in this
 tf.distribute.Strategy.scope()"; tf_keras: "... was not created in the distribution
 strategy scope"), and `tune` of Distillers failed on tf_keras while loading the best model.
+
+A plain model built outside the scope cannot train under it (its variables are not mirrored):
+`fit_distributed` and `cross_validate` now refuse it with a ValueError naming the argument
+(`model`, `build_fn`) and the fix. Before, both failed deep inside, naming neither (Keras 3:
+"Mixing different tf.distribute.Strategy objects", or a bare AssertionError in the
+optimizer's distributed update; tf_keras: a ValueError traced from `optimizer.minimize`).
 """
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -19,7 +26,8 @@ from keras_dnnopt.backend import USING_TF_KERAS
 from tests.subprocess_helpers import ROOT, json_result, run_python
 
 CHECKS = ["distiller", "multi_teacher", "feature_match", "cached", "distiller_loop", "prune",
-          "cluster", "tune", "cross_validate"] + (["quantize"] if USING_TF_KERAS else [])
+          "cluster", "tune", "cross_validate", "fit_distributed_scope_check",
+          "cross_validate_scope_check"] + (["quantize"] if USING_TF_KERAS else [])
 LOSSES = ("loss", "student_loss", "distillation_loss")
 
 
@@ -87,3 +95,31 @@ def test_cross_validate_distillers_of_a_teacher_trained_outside_the_scope(runs):
     for one, two in zip(result["one"]["folds"], result["two"]["folds"], strict=True):
         for key in LOSSES:
             np.testing.assert_allclose(two[key], one[key], rtol=1e-3, err_msg=key)
+
+
+SCOPE_ERROR = (r"^ValueError: Argument `{argument}` must give a model built inside the scope of "
+               r"the MirroredStrategy .*{fix}.*clone_model.*set_weights.* Received: model "
+               r"'{name}' with 6 of 6 variables created outside the scope")
+
+
+@pytest.mark.parametrize("how", ["given", "current"])  # strategy=TWO, or inside its scope
+def test_fit_distributed_refuses_a_model_built_outside_the_scope(runs, how):
+    result = result_of(runs, "fit_distributed_scope_check")
+    pattern = SCOPE_ERROR.format(argument="model", name="built_outside",
+                                 fix=r"build and compile it inside `with strategy.scope\(\):`")
+    assert result[how] is not None and re.match(pattern, result[how]), result[how]
+
+
+def test_fit_distributed_trains_the_same_model_built_inside_the_scope(runs):
+    loss = result_of(runs, "fit_distributed_scope_check")["inside"]["loss"]
+    assert len(loss) == 1 and np.isfinite(loss[0])
+
+
+def test_cross_validate_refuses_a_build_fn_returning_a_model_built_outside_the_scope(runs):
+    result = result_of(runs, "cross_validate_scope_check")
+    pattern = SCOPE_ERROR.format(argument="build_fn", name="prebuilt",
+                                 fix="build and compile the model inside build_fn")
+    assert result["prebuilt"] is not None and re.match(pattern, result["prebuilt"]), (
+        result["prebuilt"])
+    folds = result["inside"]  # a build_fn building in the scope cross-validates
+    assert len(folds) == 2 and all(np.isfinite(fold["loss"]) for fold in folds)

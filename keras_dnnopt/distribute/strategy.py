@@ -289,3 +289,76 @@ def get_strategy(kind="auto", devices=None, cluster_resolver=None, tpu=None,
                 f"Received: tpu={tpu!r}")
         return _tpu_strategy(resolver)
     return tf.distribute.get_strategy()  # "default"
+
+
+# ----------------------------------------------------------------------------- scope checks
+
+
+def _is_default_strategy(strategy):
+    """Whether `strategy` is TensorFlow's default (no-op) strategy, which every variable
+    created outside any `strategy.scope()` belongs to."""
+    return type(strategy).__name__.startswith("_DefaultDistributionStrategy")
+
+
+def _tf_variable(variable):
+    """The `tf.Variable` behind a model variable: Keras 3 wraps one (`variable.value`, a
+    `MirroredVariable` when created in a `MirroredStrategy` scope); tf_keras' variables
+    are `tf.Variable`s themselves."""
+    if isinstance(variable, tf.Variable):
+        return variable
+    inner = getattr(variable, "value", None)
+    return inner if isinstance(inner, tf.Variable) else variable
+
+
+def check_built_in_scope(model, strategy, argument="model",
+                         fix="build and compile the model inside `with strategy.scope():`"):
+    """Checks that every variable of `model` was created in `strategy.scope()`.
+
+    A model trained under a `tf.distribute` strategy must have been built (its variables
+    created) inside that strategy's scope: a `MirroredStrategy` keeps one copy of each
+    variable per replica, and a variable created outside it is a single ordinary variable
+    that the strategy cannot update (Keras 3 fails deep inside the optimizer with a bare
+    `AssertionError`, tf_keras with "... was not created in the distribution strategy
+    scope", or the replicas silently share one copy). This check gives one message naming
+    the argument and the way out instead. The default strategy (no `scope()` entered)
+    accepts every model.
+
+    Args:
+        model: a `keras.Model` of the Keras in use.
+        strategy: the `tf.distribute.Strategy` the model is about to be trained under.
+        argument: the name of the user's argument that gave the model, for the message
+            (e.g. `"model"`, `"build_fn"`). Defaults to `"model"`.
+        fix: what the user should do, for the message. Defaults to building and compiling
+            the model inside `with strategy.scope():`.
+
+    Returns:
+        The model, unchanged.
+
+    Raises:
+        ValueError: if a variable of `model` was not created in `strategy.scope()`.
+
+    Example:
+
+    ```python
+    strategy = tf.distribute.MirroredStrategy()
+    with strategy.scope():
+        model = build_model()           # its variables are mirrored
+    check_built_in_scope(model, strategy)
+    ```
+    """
+    if strategy is None or _is_default_strategy(strategy):
+        return model
+    outside = [v for v in model.variables
+               if not strategy.extended.variable_created_in_scope(_tf_variable(v))]
+    if outside:
+        names = ", ".join(repr(getattr(v, "path", None) or v.name) for v in outside[:3])
+        more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+        raise ValueError(
+            f"Argument `{argument}` must give a model built inside the scope of the "
+            f"{type(strategy).__name__} it is trained under (its variables are created "
+            f"per replica there): {fix}. To use a model built earlier, copy it inside the "
+            "scope: `with strategy.scope(): copy = keras.models.clone_model(model); "
+            "copy.set_weights(model.get_weights())`, then compile the copy there. "
+            f"Received: model {model.name!r} with {len(outside)} of {len(model.variables)} "
+            f"variables created outside the scope ({names}{more})")
+    return model

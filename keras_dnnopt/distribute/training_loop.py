@@ -25,7 +25,7 @@ import os
 import shutil
 
 from keras_dnnopt.backend import USING_TF_KERAS, check_model, keras, tf
-from keras_dnnopt.distribute.strategy import is_chief
+from keras_dnnopt.distribute.strategy import check_built_in_scope, is_chief
 from keras_dnnopt.utils.validation import check_positive
 
 
@@ -139,7 +139,9 @@ def fit_distributed(model, dataset, epochs=1, strategy=None, callbacks=None, bac
     Raises:
         TypeError: if `model` is not a model of the Keras in use, or `dataset` is not a
             `tf.data.Dataset`.
-        ValueError: if the model is not compiled, or `epochs`/`verbose` is invalid.
+        ValueError: if the model is not compiled, its variables were not created in
+            `strategy.scope()` (a model built before the strategy, outside its scope), or
+            `epochs`/`verbose` is invalid.
 
     Example:
 
@@ -167,6 +169,9 @@ def fit_distributed(model, dataset, epochs=1, strategy=None, callbacks=None, bac
                          "`strategy.scope()` before `fit_distributed`. Received: a model "
                          "with no optimizer")
     strategy = strategy or model.distribute_strategy
+    check_built_in_scope(model, strategy, "model",
+                         fix="build and compile it inside `with strategy.scope():` and pass "
+                         "that strategy")
 
     _build(model, strategy, dataset)
     backup = _Backup(model, strategy, backup_dir) if backup_dir is not None else None

@@ -6,6 +6,7 @@ import weakref
 import numpy as np
 
 from keras_dnnopt.backend import check_model, keras
+from keras_dnnopt.distribute.strategy import check_built_in_scope
 from keras_dnnopt.utils.validation import check_number, check_positive
 
 CrossValidationResult = collections.namedtuple(
@@ -78,7 +79,9 @@ def cross_validate(build_fn, x, y, k=5, stratified=True, epochs=1, batch_size=32
         ValueError: if `k < 2`, `k` is larger than the number of samples or (stratified)
             than the samples of a class (naming the class and its count), `x` and `y` differ
             in length, or `build_fn` returns a model it already returned (weights shared
-            across folds) or an uncompiled model.
+            across folds), an uncompiled model, or, under a `tf.distribute` strategy's
+            scope, a model whose variables were not created in that scope (built before
+            it).
         TypeError: if `build_fn` is not callable or returns something that is not a model
             of the Keras in use.
         ImportError: without scikit-learn (`pip install keras_dnnopt[data]`).
@@ -153,6 +156,12 @@ def cross_validate(build_fn, x, y, k=5, stratified=True, epochs=1, batch_size=32
         if not _is_compiled(model):
             raise ValueError("Argument `build_fn` must return a compiled model (call "
                              f"`model.compile(...)` in build_fn). Received: {model.name!r}")
+        # Under `with strategy.scope(): cross_validate(...)` each fold trains under the
+        # strategy: a model built before, outside the scope, would fail deep inside `fit`.
+        check_built_in_scope(
+            model, model.distribute_strategy, "build_fn",
+            fix="build and compile the model inside build_fn (cross_validate calls it in "
+            "the current scope), not before it")
         seen.append(weakref.ref(model))
         model.fit(x_array[train], y_array[train], epochs=epochs, batch_size=batch_size,
                   **fit_kwargs)

@@ -6,8 +6,11 @@ logical CPUs is opened and the model is handed to one of the package's entry poi
 its scope. Each check runs the same work twice from the same initial weights on the same
 batches: on one device (`MirroredStrategy(["/cpu:0"])`) and on two; it records the epoch
 logs of both (or the error), so that the test compares them. Deterministic models only (no
-dropout, no shuffling; batch norm only in frozen teachers). One process runs every check,
-because the CPU must be split before TensorFlow initialises and a process costs seconds.
+dropout, no shuffling; batch norm only in frozen teachers). The `*_scope_check`s instead
+record what `fit_distributed` and `cross_validate` do with a plain model built outside the
+2-replica scope (the error text) and with the same model built inside it (the logs). One
+process runs every check, because the CPU must be split before TensorFlow initialises and a
+process costs seconds.
 
 Usage: `python outside_scope.py CHECK[,CHECK...] OUT_DIR`; prints
 `JSON{check: {"one": logs, "two": logs, ...} or {"error": text}}`.
@@ -159,6 +162,49 @@ def cross_validate_run(strategy):
     return {"folds": result.fold_metrics}
 
 
+def error_of(run):
+    """`"Type: message"` of what `run()` raised, or None when it returned."""
+    try:
+        run()
+    except Exception as error:  # noqa: BLE001 - the test matches the type and the text
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def compiled_cnn(name):
+    model = cnn(4, name)
+    model.compile(sgd(), LOSS)
+    return model
+
+
+def fit_distributed_scope_check():
+    """`fit_distributed` of a model built outside the 2-replica scope (the error), given
+    the strategy or taking the current one, and of the same model built inside (logs)."""
+    keras.utils.set_random_seed(1)
+    outside = compiled_cnn("built_outside")
+    result = {"given": error_of(lambda: fit_distributed(outside, dataset(), strategy=TWO))}
+    with TWO.scope():
+        result["current"] = error_of(lambda: fit_distributed(outside, dataset()))
+        inside = compiled_cnn("built_inside")
+    result["inside"] = logs(fit_distributed(inside, dataset(), strategy=TWO))
+    return result
+
+
+def cross_validate_scope_check():
+    """`cross_validate` in the 2-replica scope of a `build_fn` returning a model built
+    before, outside the scope (the error), and of one building it (the fold metrics)."""
+    from keras_dnnopt.tuning import cross_validate
+
+    keras.utils.set_random_seed(1)
+    prebuilt = compiled_cnn("prebuilt")
+    kwargs = {"k": 2, "stratified": False, "shuffle": False, "batch_size": BATCH,
+              "fit_kwargs": {"shuffle": False}}
+    with TWO.scope():
+        error = error_of(lambda: cross_validate(lambda: prebuilt, x, y, **kwargs))
+        folds = cross_validate(lambda: compiled_cnn("fresh"), x, y, **kwargs).fold_metrics
+    return {"prebuilt": error, "inside": folds}
+
+
 def compressed(make):
     def work():
         from keras_dnnopt.compression import PruningCallback
@@ -220,6 +266,8 @@ SCENARIOS = {
     "quantize": lambda: compare(compressed(quantize_base)),
     "tune": lambda: {"one": tune_run(ONE), "two": tune_run(TWO)},
     "cross_validate": lambda: {"one": cross_validate_run(ONE), "two": cross_validate_run(TWO)},
+    "fit_distributed_scope_check": fit_distributed_scope_check,
+    "cross_validate_scope_check": cross_validate_scope_check,
 }
 
 out = {"tf_keras": USING_TF_KERAS, "devices": DEVICES}

@@ -24,6 +24,7 @@ from keras_dnnopt.distillation import (
     mse_distillation_loss,
     soft_targets,
 )
+from keras_dnnopt.distillation.losses import KLDistillationLoss, MSEDistillationLoss
 from tests.helpers import assert_config_round_trip, save_and_load
 
 SCCE = dict(from_logits=True)
@@ -121,6 +122,43 @@ def test_mse_loss_matches_mean_teacher_logits(rng):
     expected = np.mean((student - np.mean(teachers, axis=0)) ** 2, axis=-1)
     np.testing.assert_allclose(mse_distillation_loss(teachers, student).numpy(), expected,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls, closed_form", [
+    (KLDistillationLoss, lambda t, s: np_kl_loss([t], s, 2.5)),
+    (MSEDistillationLoss, lambda t, s: np.mean((s - t) ** 2, axis=-1)),
+])
+def test_distillation_loss_objects_reduce_the_closed_form(rng, cls, closed_form):
+    teacher = rng.normal(size=(5, 4)).astype("float32")
+    student = rng.normal(size=(5, 4)).astype("float32")
+    weights = rng.uniform(0.0, 2.0, size=5).astype("float32")
+    loss = cls(temperature=2.5)
+    expected = closed_form(teacher, student)
+    np.testing.assert_allclose(float(loss(teacher, student)), expected.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(loss(teacher, student, sample_weight=weights)),
+                               (expected * weights).sum() / 5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"Argument `temperature` must be > 0"):
+        cls(temperature=0.0)
+
+
+def test_distiller_with_a_distillation_loss_object_matches_kl_and_saves(tmp_path):
+    from keras_dnnopt.export.saving import load_model, save_model
+
+    x, y = data()
+    teacher, student = mlp(8, "teacher"), mlp(4, "student")
+    results = {}
+    for loss in ("kl", KLDistillationLoss(temperature=2.0)):
+        distiller = compiled(Distiller(teacher, student, temperature=2.0, alpha=0.3,
+                                       distillation_loss=loss))
+        results[type(loss).__name__] = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    for key, value in results["str"].items():
+        np.testing.assert_allclose(results["KLDistillationLoss"][key], value, rtol=1e-5)
+    restored = load_model(save_model(distiller, str(tmp_path / "distiller.keras")))
+    assert type(restored.distillation_loss) is KLDistillationLoss
+    assert restored.distillation_loss.temperature == 2.0
+    got = restored.evaluate(x, y, verbose=0, return_dict=True)
+    for key, value in results["KLDistillationLoss"].items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, err_msg=key)
 
 
 # --------------------------------------------------------------------------- the Distiller
@@ -267,6 +305,50 @@ def test_get_config_round_trip():
     features = Distiller(cnn(8, "teacher"), cnn(4, "student"),
                          feature_matches=[("student_conv", "teacher_conv", 0.5)])
     assert assert_config_round_trip(features).feature_matches[0].weight == 0.5
+
+
+@pytest.mark.parametrize("distillation_loss, metrics", [("kl", ["accuracy"]), ("mse", None)])
+def test_loaded_distiller_is_compiled_as_saved(tmp_path, distillation_loss, metrics):
+    """`load_model` of a `.keras` Distiller: compiled with the same student loss, metrics and
+    optimizer (its state too), so `evaluate` and `fit` run at once and match the original.
+    Before `get_compile_config`/`compile_from_config`, both Kerases loaded it uncompiled
+    ("`compile()` was not called as part of model loading")."""
+    from keras_dnnopt.export.saving import load_model, save_model
+
+    x, y = data()
+    distiller = Distiller(mlp(8, "teacher"), mlp(4, "student"), temperature=2.0, alpha=0.3,
+                          distillation_loss=distillation_loss)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                                      ignore_class=2),
+                      metrics=metrics)
+    distiller.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    expected = distiller.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+
+    restored = load_model(save_model(distiller, str(tmp_path / "distiller.keras")))
+    assert type(restored) is Distiller
+    assert restored.get_compile_config() == distiller.get_compile_config()
+    got = restored.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    # One more epoch of each: the same losses, so the momentum slots were restored too.
+    fits = [model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history
+            for model in (distiller, restored)]
+    for key in fits[0]:
+        np.testing.assert_allclose(fits[1][key], fits[0][key], rtol=1e-5, err_msg=key)
+
+
+def test_uncompiled_distiller_saves_and_loads_uncompiled(tmp_path):
+    from keras_dnnopt.export.saving import load_model, save_model
+
+    distiller = Distiller(mlp(8, "teacher"), mlp(4, "student"))
+    assert not distiller.get_compile_config()
+    restored = load_model(save_model(distiller, str(tmp_path / "distiller.keras")))
+    assert getattr(restored, "optimizer", None) is None
+    x, _ = data()
+    np.testing.assert_allclose(restored.predict(x, verbose=0), distiller.predict(x, verbose=0),
+                               rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- features

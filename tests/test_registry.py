@@ -7,7 +7,9 @@ callback, function, plain config object), checked for a `get_config`/`from_confi
 trip, and, for what lives in a model, put in a tiny model, saved as `.keras`, loaded back in
 safe mode and compared output for output. A new registered object is covered without a new
 test; one the generic rules cannot build fails here until a rule (or an `ARG_VALUES` entry)
-covers it, or it is listed in `EXCLUSIONS` with a one-line reason.
+covers it, or it is listed in `EXCLUSIONS` with a one-line reason. The other way round, every
+public object of a serializable kind (a layer, loss, metric, schedule, callback, ... class,
+or a `*_loss` function) that is *not* registered must be in `NOT_REGISTERED`, with the reason.
 
 Then every kind of model the package makes (plain, pruned, clustered, quantized, pruned and
 quantized) through `keras_dnnopt.export.saving.save_model` / `load_model`.
@@ -42,11 +44,37 @@ KNOWN = {
     "CyclicalLearningRate", "OneCycle", "StepDecay", "WarmupCosineDecay",
     "WarmupCosineRestarts", "WarmupExponentialDecay", "WarmupPolynomialDecay",
     "Distiller", "FeatureMatch", "F1Score", "RootMeanSquaredError", "PruneLowMagnitude",
-    "hard_sigmoid", "hard_swish",
+    "hard_sigmoid", "hard_swish", "KLDistillationLoss", "MSEDistillationLoss",
 }
 
 # name -> one-line reason. Keep it short; every entry is a hole in the coverage.
 EXCLUSIONS = {}
+
+_CALLBACK = "a callback is not saved with a model in Keras; its constructor args are its config"
+# Public objects of a serializable kind that are deliberately not registered: name -> reason.
+NOT_REGISTERED = {
+    "GradientNormMonitor": _CALLBACK,
+    "LearningRateMonitor": _CALLBACK,
+    "LRFinder": _CALLBACK,
+    "OneCycleMomentum": _CALLBACK,
+    "ThroughputMonitor": _CALLBACK,
+    "PruningCallback": _CALLBACK,
+    "BaseBlock": "abstract base of the blocks (no `call`); every block on it is registered",
+    "WarmupSchedule": "abstract base of the warmup schedules (`_decay` is the subclass's)",
+    "kl_distillation_loss": "a function of (teacher, student, T), not a Keras loss: see "
+                            "KLDistillationLoss",
+    "mse_distillation_loss": "a function of (teacher, student, T), not a Keras loss: see "
+                             "MSEDistillationLoss",
+    "per_sample_loss": "a helper calling a given loss unreduced, not a loss",
+}
+
+# Kinds of objects Keras serializes: a public class of one of them must be registered.
+SERIALIZABLE_KINDS = (
+    keras.layers.Layer, keras.losses.Loss, keras.metrics.Metric,
+    keras.optimizers.schedules.LearningRateSchedule, keras.callbacks.Callback,
+    keras.constraints.Constraint, keras.regularizers.Regularizer,
+    keras.initializers.Initializer, keras.optimizers.Optimizer,
+)
 
 # Values for required constructor arguments, by argument name.
 ARG_VALUES = {
@@ -211,8 +239,15 @@ def check_loss(cls, tmp_path):
     clone = type(loss).from_config(loss.get_config())
     np.testing.assert_allclose(float(clone(labels, logits)), float(loss(labels, logits)),
                                rtol=1e-6)
-    model = _compiled(_small_model("m"), loss=loss)
-    assert_model_round_trip(model, tmp_path)
+    # Targets of the output's shape: class probabilities, or a teacher's logits for a
+    # distillation loss, both (batch, 3).
+    one_hot = keras.utils.to_categorical(Y, 3).astype("float32")
+    model = _compiled(_small_model("m"), y=one_hot, loss=loss)
+    expected = model.evaluate(X, one_hot, verbose=0)
+    restored = assert_model_round_trip(model, tmp_path)
+    assert type(restored.loss) is cls  # compiled back with the loss, its config included
+    assert restored.loss.get_config() == loss.get_config()
+    np.testing.assert_allclose(restored.evaluate(X, one_hot, verbose=0), expected, rtol=1e-5)
 
 
 def check_metric(cls, tmp_path):
@@ -285,6 +320,55 @@ def test_registered_object_round_trips(name, tmp_path):
             check(obj, tmp_path)
             return
     pytest.fail(f"{name} ({obj!r}) fits no rule of FACTORIES: add one, or an EXCLUSIONS entry")
+
+
+def public_serializable_objects():
+    """`{name: object}` of every public class of a serializable kind (or with `get_config`)
+    and every public `*_loss` function defined in a keras_dnnopt module."""
+    import sys
+
+    found = {}
+    for module_name, module in sorted(sys.modules.items()):
+        if not module_name.startswith("keras_dnnopt.") or module is None:
+            continue
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
+                continue
+            if isinstance(obj, type) and (issubclass(obj, SERIALIZABLE_KINDS)
+                                          or hasattr(obj, "get_config")):
+                found[name] = obj
+            elif inspect.isfunction(obj) and name.endswith("_loss"):
+                found[name] = obj
+    return found
+
+
+def test_every_public_serializable_object_is_registered_or_listed():
+    registered = {id(obj) for obj in registry().values()}
+    unregistered = {name for name, obj in public_serializable_objects().items()
+                    if id(obj) not in registered}
+    assert unregistered - set(NOT_REGISTERED) == set(), (
+        "public but not registered: register it (`register_serializable`) or add it to "
+        "NOT_REGISTERED with a one-line reason")
+    assert set(NOT_REGISTERED) - unregistered == set(), "stale NOT_REGISTERED entries"
+    for name, reason in NOT_REGISTERED.items():
+        assert reason and "\n" not in reason and len(reason) <= 100, name
+
+
+def test_callbacks_are_left_out_as_callbacks():
+    objects = public_serializable_objects()
+    callbacks = {name for name, obj in objects.items()
+                 if isinstance(obj, type) and issubclass(obj, keras.callbacks.Callback)}
+    assert callbacks and callbacks <= set(NOT_REGISTERED)
+    assert all(NOT_REGISTERED[name] == _CALLBACK for name in callbacks)
+
+
+def test_distillation_losses_are_registered_keras_losses():
+    from keras_dnnopt.distillation import losses
+
+    names = set(registry())
+    for cls in (losses.KLDistillationLoss, losses.MSEDistillationLoss):
+        assert cls.__name__ in names and issubclass(cls, keras.losses.Loss)
+        assert cls(temperature=2.5).get_config()["temperature"] == 2.5
 
 
 # ----------------------------------------------------------------- every model kind

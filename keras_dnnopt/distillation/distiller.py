@@ -424,6 +424,49 @@ class Distiller(keras.Model):
             "from_logits": self.from_logits,
         }
 
+    def get_compile_config(self):
+        """The arguments of `compile`, the student's loss included, as saved in `.keras`.
+
+        Keras' own compile configuration holds what `Distiller.compile` passed to
+        `keras.Model.compile`: the optimizer, metrics and options, but `loss=None` (the
+        student's loss is applied in `train_step`, not by Keras' compiled loss). The saved
+        configuration puts the student's loss back, so that `load_model` compiles the
+        Distiller as it was (`compile_from_config`). Its other settings (`alpha`,
+        `temperature`, `distillation_loss`, feature matches) are constructor arguments,
+        saved by `get_config`.
+
+        Returns:
+            A dict of serialized `compile` arguments; `{}` (Keras 3) or None (tf_keras)
+            when the Distiller is not compiled.
+        """
+        config = super().get_compile_config()
+        if not config:
+            return config
+        config = dict(config)
+        loss = self._student_loss_fn
+        config["loss"] = None if loss is None else keras.saving.serialize_keras_object(loss)
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles the Distiller from `get_compile_config()`'s output, as `load_model` does.
+
+        Both Kerases call it when a `.keras` file holding a compile configuration is loaded
+        with `compile=True`; their default skips a model whose `compile` is overridden
+        ("`compile()` was not called as part of model loading"), which left a loaded
+        Distiller uncompiled. The optimizer is built on the Distiller's trainable variables
+        (the student's and the projections', as in `fit`), so that the saved optimizer
+        state loads into it.
+
+        Args:
+            config: the dict returned by `get_compile_config`.
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        optimizer = getattr(self, "optimizer", None)
+        # tf_keras' legacy optimizers (`keras.optimizers.legacy`) build their slots lazily.
+        if self.built and isinstance(optimizer, keras.optimizers.Optimizer):
+            optimizer.build(self.trainable_variables)
+
     @classmethod
     def from_config(cls, config):
         config = copy.deepcopy(config)  # Keras' deserialization pops from nested dicts

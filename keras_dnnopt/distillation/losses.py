@@ -1,5 +1,10 @@
 """Per-sample distillation losses and the (ensemble) soft targets they compare against.
 
+`KLDistillationLoss` and `MSEDistillationLoss` are the same losses as Keras loss objects
+(`loss(teacher_logits, student_logits)`, registered, with `get_config`), for a plain
+`compile` on teacher outputs (e.g. `cache_teacher_outputs`) or as a `Distiller`'s
+`distillation_loss`, saved with the model.
+
 Every function here returns one value per sample, shape `(batch,)`, so that the
 `Distiller` can weight samples (sample and class weights) and reduce the batch the
 way Keras reduces its own losses. They take logits; a teacher or student ending in a
@@ -7,7 +12,7 @@ softmax is handled by the `Distiller` (`from_logits=False`), which passes log-pr
 (valid logits: `softmax(log p) = p`).
 """
 
-from keras_dnnopt.backend import keras, tf
+from keras_dnnopt.backend import keras, register_serializable, tf
 from keras_dnnopt.utils.validation import check_positive
 
 DISTILLATION_LOSSES = ("kl", "mse")
@@ -84,6 +89,87 @@ def mse_distillation_loss(teacher_logits, student_logits, temperature=None):
     del temperature
     target = mean_logits(teacher_logits)
     return _per_sample(tf.square(_f32(student_logits) - target))
+
+
+class _DistillationLoss(keras.losses.Loss):
+    """A per-sample distillation function as a Keras loss: `y_true` holds the teacher's
+    logits, `y_pred` the student's; the reduction is Keras' (the loss's `reduction`)."""
+
+    def __init__(self, temperature=4.0, name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.temperature = check_positive("temperature", temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config["temperature"] = self.temperature
+        return config
+
+
+@register_serializable
+class KLDistillationLoss(_DistillationLoss):
+    """Hinton's soft-target loss as a Keras loss: `T^2 * KL(softmax(t / T) || softmax(s / T))`.
+
+    `y_true` is the teacher's logits `(batch, classes)`, `y_pred` the student's; the
+    per-sample values are `kl_distillation_loss(y_true, y_pred, temperature)`, reduced as
+    Keras reduces any loss (weighted by sample weights). Use it to train a student with a
+    plain `compile`/`fit` on stored teacher logits, or as the `distillation_loss` of a
+    `Distiller` (which passes the mean logits of an ensemble; the `Distiller`'s `"kl"`
+    averages the softened outputs instead).
+
+    Args:
+        temperature: the softmax temperature, a number > 0. Defaults to 4.0.
+        name: the loss name. Defaults to `"kl_distillation_loss"`.
+        **kwargs: other `keras.losses.Loss` arguments (`reduction`, ...).
+
+    Raises:
+        ValueError: if `temperature <= 0`.
+
+    Example:
+
+    ```python
+    student.compile("adam", loss=KLDistillationLoss(temperature=4.0))
+    student.fit(x, teacher.predict(x), epochs=10)
+    ```
+
+    Reference:
+        Hinton, Vinyals, Dean, "Distilling the Knowledge in a Neural Network", 2015.
+        https://arxiv.org/abs/1503.02531
+    """
+
+    def __init__(self, temperature=4.0, name="kl_distillation_loss", **kwargs):
+        super().__init__(temperature=temperature, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return kl_distillation_loss(y_true, y_pred, self.temperature)
+
+
+@register_serializable
+class MSEDistillationLoss(_DistillationLoss):
+    """Mean squared error between student and teacher logits, as a Keras loss.
+
+    `y_true` is the teacher's logits, `y_pred` the student's; the per-sample values are
+    `mse_distillation_loss(y_true, y_pred)`. The temperature is not used (MSE on logits
+    is the high-temperature limit of the soft-target loss); it is accepted, and saved,
+    so that the two losses swap for one another.
+
+    Args:
+        temperature: ignored, a number > 0. Defaults to 4.0.
+        name: the loss name. Defaults to `"mse_distillation_loss"`.
+        **kwargs: other `keras.losses.Loss` arguments (`reduction`, ...).
+
+    Example:
+
+    ```python
+    student.compile("adam", loss=MSEDistillationLoss())
+    student.fit(x, teacher.predict(x), epochs=10)
+    ```
+    """
+
+    def __init__(self, temperature=4.0, name="mse_distillation_loss", **kwargs):
+        super().__init__(temperature=temperature, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return mse_distillation_loss(y_true, y_pred)
 
 
 def mean_logits(teacher_logits):

@@ -12,9 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
+from keras_dnnopt.backend import keras
+from keras_dnnopt.pipeline import stages
 from tests.subprocess_helpers import ROOT, child_env
 
 # A training stage and the export are what resuming is about; the stages between them
@@ -104,6 +107,35 @@ def reference(tmp_path_factory, config):
     return out
 
 
+class _StopAtEpoch(keras.callbacks.Callback):
+    """Ctrl-C as the second epoch begins: the first one is finished and backed up."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_between_epochs_names_the_epoch_it_resumes_at(tmp_path):
+    # The race of a Ctrl-C after an epoch's backup, before the next epoch's start: the
+    # run must name the next epoch (the one it resumes at), not the finished one.
+    import numpy as np
+
+    backup = str(tmp_path / "backup")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, verbose=0,
+                  callbacks=[stages._backup_callback(backup), _StopAtEpoch()])
+    assert stages.backup_epoch(backup) == 1
+    run = types.SimpleNamespace(current_epoch=0, current_backup=backup, current_epochs=3)
+    assert stages.interrupted_epoch(run) == 2
+    run.current_epoch = 1  # the second epoch had begun
+    assert stages.interrupted_epoch(run) == 2
+    run.current_epoch = None
+    assert stages.interrupted_epoch(run) is None
+
+
 def test_same_seed_gives_the_same_numbers(reference, config, tmp_path):
     completed = _run(tmp_path, config)
     assert completed.returncode == 0, completed.stderr
@@ -113,7 +145,6 @@ def test_same_seed_gives_the_same_numbers(reference, config, tmp_path):
     assert first == second
 
 
-@pytest.mark.xfail(reason="issue 15 open: a resumed stage does not match yet", strict=False)
 def test_killed_in_a_training_stage_resumes_from_its_last_epoch(reference, config, tmp_path):
     code, _, _ = _run_until(tmp_path, config, _epoch_done(tmp_path, "2_baseline"),
                             signal.SIGKILL)
@@ -128,7 +159,6 @@ def test_killed_in_a_training_stage_resumes_from_its_last_epoch(reference, confi
     assert not os.listdir(tmp_path / ".partial")
 
 
-@pytest.mark.xfail(reason="issue 15 open: a resumed stage does not match yet", strict=False)
 def test_ctrl_c_says_where_and_the_rerun_resumes(reference, config, tmp_path):
     code, _, err = _run_until(tmp_path, config, _epoch_done(tmp_path, "2_baseline"),
                               signal.SIGINT)

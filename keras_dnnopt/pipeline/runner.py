@@ -279,7 +279,7 @@ def _run_stage(run, store, stage, fingerprint, inputs):
     workdir, _ = store.begin(stage, {"fingerprint": fingerprint, "inputs": inputs,
                                      "keras": KERAS_NAME})
     begun = time.perf_counter()
-    run.current_stage, run.current_epoch = stage, None
+    run.current_stage, run.current_epoch, run.current_backup = stage, None, None
     try:
         # Each stage starts from the same seeds whatever ran (or was reused) before it.
         keras.utils.set_random_seed(config_seed(run.config, stage))
@@ -305,8 +305,7 @@ def _run_stage(run, store, stage, fingerprint, inputs):
         return record
     except KeyboardInterrupt:
         # The folder in progress stays: the next run resumes from it.
-        epoch = None if run.current_epoch is None else run.current_epoch + 1
-        raise Interrupted(stage, epoch) from None
+        raise Interrupted(stage, stage_module.interrupted_epoch(run)) from None
     except Exception as error:
         store.abandon(workdir)
         raise StageFailed(f"Stage `{stage}` failed: {type(error).__name__}: {error}") from error

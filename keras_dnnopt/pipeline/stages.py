@@ -48,6 +48,7 @@ class Run:
         # What is running, for the message of an interrupted run.
         self.current_stage = None
         self.current_epoch = None
+        self.current_backup, self.current_epochs = None, None  # the training in progress
 
     @property
     def augment_options(self):
@@ -281,9 +282,12 @@ def _fit(run, trainee, epochs, optimizer, callbacks=(), loss=None, workdir=None)
     trainee.compile(optimizer=optimizer,
                     loss=loss or keras.losses.SparseCategoricalCrossentropy(),
                     metrics=["accuracy"])
-    if start:
-        run.log(f"          resuming at epoch {start + 1}/{epochs} "
-                f"(epochs 1-{start} were finished)")
+    run.current_backup, run.current_epochs = backup_dir, epochs
+    if start >= epochs:
+        run.log(f"          resuming after its last epoch (all {epochs} were finished)")
+    elif start:
+        finished = "epoch 1 was" if start == 1 else f"epochs 1-{start} were"
+        run.log(f"          resuming at epoch {start + 1}/{epochs} ({finished} finished)")
     # Restarted after its last epoch (killed before the stage was saved): the backup
     # restores the weights and no epoch runs; the data is only there to be passed.
     train = _training_data(run, min(start, epochs - 1), epochs)
@@ -294,7 +298,7 @@ def _fit(run, trainee, epochs, optimizer, callbacks=(), loss=None, workdir=None)
                    _backup_callback(backup_dir)],
         shuffle=False, verbose=run.fit_verbose)
     del fitted
-    run.current_epoch = None
+    run.current_epoch = run.current_backup = None
     shutil.rmtree(backup_dir, ignore_errors=True)
     keys = list(history[min(history)]) if history else []
     return {key: [history[e][key] for e in sorted(history)] for key in keys}
@@ -343,6 +347,19 @@ if not USING_TF_KERAS:
                 self.model.optimizer.build(self.model.trainable_variables)
             self.model.load_weights(os.path.join(self.backup_dir, metadata["weights"]))
             self.model._initial_epoch = metadata["epoch"]
+
+
+def interrupted_epoch(run):
+    """The epoch (from 1) a stage interrupted in its training resumes at, or None outside
+    training. Between two epochs (the last one already backed up) that is the next one,
+    not the one whose `on_epoch_begin` ran last."""
+    if run.current_epoch is None:
+        return None
+    epoch = run.current_epoch + 1
+    finished = backup_epoch(run.current_backup) if run.current_backup else 0
+    if finished >= epoch:
+        epoch = min(finished + 1, run.current_epochs)
+    return epoch
 
 
 def backup_epoch(backup_dir):

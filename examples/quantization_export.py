@@ -3,20 +3,20 @@
 On scikit-learn's 8x8 digits: trains a small MobileNetV1, then exports it with
 `keras_dnnopt.export.export_tflite` as float32 (`none`), dynamic-range (`dynamic`),
 `float16` and full-integer (`int8_full`, calibrated on training images) post-training
-quantization (PTQ). On tf_keras it also fine-tunes a quantization-aware (QAT) copy made
-by `keras_dnnopt.compression.quantize` (TF-MOT) and exports it to int8. On Keras 3,
-TF-MOT's QAT is not available: the script says so and shows PTQ only. For each file:
+quantization (PTQ). It also fine-tunes a quantization-aware (QAT) copy made by
+`keras_dnnopt.compression.quantize` (TF-MOT on tf_keras, the package's native QAT on
+Keras 3) and exports it to int8 with no representative data. For each file:
 `evaluate_tflite` (accuracy through LiteRT), `compare_outputs` (agreement with the Keras
 model), raw and gzipped size, and `benchmark_tflite` (median latency, batch 1, 1 thread).
 Runs offline in one to two minutes on a 2-core CPU, on either Keras:
 
-    python examples/quantization_export.py                          # Keras 3 (PTQ only)
-    TF_USE_LEGACY_KERAS=1 python examples/quantization_export.py    # tf_keras (PTQ + QAT)
+    python examples/quantization_export.py                          # Keras 3
+    TF_USE_LEGACY_KERAS=1 python examples/quantization_export.py    # tf_keras
     python examples/quantization_export.py --epochs 5 --out /tmp/quant
 
 Needs the LiteRT interpreter (`pip install keras_dnnopt[litert]`; without it the
 `tf.lite.Interpreter` fallback is used). The last line reads
-`Result: keras=0.83 none=0.83 dynamic=0.84 float16=0.83 int8_full=0.84 [qat_int8=...]`
+`Result: keras=0.83 none=0.83 dynamic=0.84 float16=0.83 int8_full=0.84 qat_int8=...`
 (test accuracies of the Keras model and of each file).
 """
 
@@ -24,7 +24,7 @@ import argparse
 import os
 
 from keras_dnnopt import compression, export, models
-from keras_dnnopt.backend import KERAS_NAME, USING_TF_KERAS, keras
+from keras_dnnopt.backend import KERAS_NAME, keras
 from keras_dnnopt.data import load_dataset
 
 PTQ_MODES = ("none", "dynamic", "float16", "int8_full")
@@ -83,21 +83,14 @@ def main(argv=None):
                                  if mode == "int8_full" else None))
         exported.append((mode, model, result))
 
-    if USING_TF_KERAS:
-        # QAT: fake-quantized copy (batch norm folded), fine-tuned a little at a low rate.
-        qat = compile_model(compression.quantize(model), args.learning_rate / 10)
-        qat.fit(*train_data, validation_data=val_data, epochs=args.qat_epochs,
-                batch_size=args.batch_size, verbose=0)
-        result = export.export_tflite(qat, os.path.join(args.out, "mobilenet_qat_int8.tflite"),
-                                      quantization="int8")
-        exported.append(("qat_int8", qat, result))
-    else:
-        try:
-            compression.quantize(model)
-        except NotImplementedError as error:
-            print(f"\nQAT skipped on {KERAS_NAME}: {error}\n"
-                  "Run with TF_USE_LEGACY_KERAS=1 to see QAT; post-training quantization "
-                  "(below) works on both Kerases.")
+    # QAT: fake-quantized copy (batch norm folded), fine-tuned a little at a low rate
+    # (TF-MOT on tf_keras, keras_dnnopt's native QAT on Keras 3); no representative data.
+    qat = compile_model(compression.quantize(model), args.learning_rate / 10)
+    qat.fit(*train_data, validation_data=val_data, epochs=args.qat_epochs,
+            batch_size=args.batch_size, verbose=0)
+    result = export.export_tflite(qat, os.path.join(args.out, "mobilenet_qat_int8.tflite"),
+                                  quantization="int8")
+    exported.append(("qat_int8", qat, result))
 
     print("\n| file | quantization | test accuracy | top-1 agreement | max abs diff | bytes | "
           "gzipped | latency ms (median) |")

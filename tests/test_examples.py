@@ -11,7 +11,6 @@ import re
 
 import pytest
 
-from keras_dnnopt.backend import USING_TF_KERAS
 from tests.subprocess_helpers import ROOT, run_python
 
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -98,14 +97,12 @@ def test_quantization_export(tmp_path):
                                  ["--epochs", 4, "--qat-epochs", 1, "--alpha", 0.25,
                                   "--benchmark-runs", 5, "--out", tmp_path])
     modes = ["keras", "none", "dynamic", "float16", "int8_full"]
-    expected = modes + (["qat_int8"] if USING_TF_KERAS else [])
+    expected = modes + ["qat_int8"]  # QAT on both Kerases
     assert list(fields) == expected
     for name in expected:
         assert number(fields[name]) > 0.5, (name, stdout)
     # A float export reproduces the Keras model's accuracy (within one of 359 images).
     assert abs(number(fields["none"]) - number(fields["keras"])) < 0.003, stdout
-    if not USING_TF_KERAS:
-        assert "QAT skipped" in stdout and "TF_USE_LEGACY_KERAS=1" in stdout
     written = set(os.listdir(tmp_path))
     assert {f"mobilenet_{m}.tflite" for m in modes[1:]} <= written
 

@@ -71,8 +71,8 @@ def test_compressing_a_model_built_outside_the_scope(runs, check):
     assert_same_logs(result_of(runs, check), ("loss",))
 
 
-@pytest.mark.skipif(not USING_TF_KERAS, reason="quantize (TF-MOT QAT) is tf_keras only; on "
-                    "Keras 3 it raises NotImplementedError (tested in test_quantization.py)")
+@pytest.mark.skipif(not USING_TF_KERAS, reason="the worker's quantize scenario is TF-MOT's "
+                    "(tf_keras); Keras 3's native QAT is tested in test_qat_keras3.py")
 def test_quantizing_a_model_built_outside_the_scope(runs):
     # The fake-quant activation ranges are statistics of each replica's half batch (like
     # batch norm), so two replicas differ from one device slightly (7e-4 relative here).

@@ -4,7 +4,7 @@ PCQAT).
 On tf_keras the features are checked against independent references: the int8 TFLite file
 TFLite's own converter makes from the QAT model (its outputs, its int8 kernels' zeros and
 unique values), the weights of the original model, and TF-MOT's own `quantize_model` (which
-refuses the block layers). On Keras 3, where TF-MOT does not work, the error is checked.
+refuses the block layers). The native Keras 3 QAT is tested in test_qat_keras3.py.
 """
 
 import numpy as np
@@ -20,7 +20,6 @@ from keras_dnnopt.models import mobilenet_v1, mobilenet_v2
 
 tf_keras_only = pytest.mark.skipif(not USING_TF_KERAS,
                                    reason="TF-MOT works on tf_keras only (see the Keras 3 tests)")
-keras3_only = pytest.mark.skipif(USING_TF_KERAS, reason="the Keras 3 error")
 
 LOSS = "sparse_categorical_crossentropy"
 
@@ -126,13 +125,13 @@ def test_unknown_scheme_is_rejected(scheme):
 
 @pytest.mark.parametrize("scheme", QUANTIZE_SCHEMES)
 def test_known_schemes_pass_validation(scheme):
-    # The other side of the boundary: no scheme error. (On tf_keras the preserving schemes
-    # then ask for a pruned/clustered model; on Keras 3 the TF-MOT error follows.)
-    expected = (ValueError, NotImplementedError) if scheme != "default" else NotImplementedError
-    if USING_TF_KERAS and scheme == "default":
+    # The other side of the boundary: no scheme error. "default" quantizes (TF-MOT on
+    # tf_keras, natively on Keras 3: tests/test_qat_keras3.py); the preserving schemes then
+    # ask for a pruned/clustered model (CQAT is refused on Keras 3).
+    if scheme == "default":
         assert quantize(small_cnn(), scheme=scheme) is not None
         return
-    with pytest.raises(expected) as error:
+    with pytest.raises((ValueError, NotImplementedError)) as error:
         quantize(small_cnn(), scheme=scheme)
     assert "Argument `scheme` must be one of" not in str(error.value)
 
@@ -147,20 +146,6 @@ def test_a_model_of_the_other_keras_is_rejected(other_keras):
 def test_a_non_model_is_rejected():
     with pytest.raises(TypeError, match="Argument `model` must be a .* model"):
         quantize("model.keras")
-
-
-# ---------------------------------------------------------------- Keras 3: the error
-
-
-@keras3_only
-def test_keras3_error_says_why_how_to_switch_and_what_works():
-    with pytest.raises(NotImplementedError) as error:
-        quantize(small_cnn())
-    message = str(error.value)
-    assert "TF-MOT" in message and "only accepts tf_keras" in message
-    assert "TF_USE_LEGACY_KERAS=1" in message and "tf.keras" in message
-    assert 'export_tflite(model, path, quantization="int8", representative_data=' in message
-    assert 'model.quantize("int8")' in message
 
 
 # ---------------------------------------------------------------- tf_keras: QAT

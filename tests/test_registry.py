@@ -46,6 +46,12 @@ KNOWN = {
     "Distiller", "FeatureMatch", "F1Score", "RootMeanSquaredError", "PruneLowMagnitude",
     "hard_sigmoid", "hard_swish", "KLDistillationLoss", "MSEDistillationLoss",
 }
+if not USING_TF_KERAS:
+    # The layers of the native quantization-aware training (Keras 3 only: TF-MOT's on tf_keras).
+    import keras_dnnopt.compression._qat_layers  # noqa: F401
+
+    KNOWN |= {"MovingAverageQuantizer", "QuantizedConv2D", "QuantizedDepthwiseConv2D",
+              "QuantizedDense"}
 
 # name -> one-line reason. Keep it short; every entry is a hole in the coverage.
 EXCLUSIONS = {}
@@ -67,6 +73,12 @@ NOT_REGISTERED = {
                              "MSEDistillationLoss",
     "per_sample_loss": "a helper calling a given loss unreduced, not a loss",
 }
+NOT_REGISTERED["QuantizedLayer"] = ("abstract base of the Keras 3 quantized layers (no "
+                                    "`_apply`); every layer on it is registered")
+if USING_TF_KERAS:
+    for _name in ("MovingAverageQuantizer", "QuantizedConv2D", "QuantizedDepthwiseConv2D",
+                  "QuantizedDense"):
+        NOT_REGISTERED[_name] = "Keras 3's native QAT layer; on tf_keras QAT is TF-MOT's"
 
 # Kinds of objects Keras serializes: a public class of one of them must be registered.
 SERIALIZABLE_KINDS = (
@@ -185,6 +197,26 @@ def check_wrapper(cls, tmp_path):
     assert any(type(layer) is cls for layer in restored.layers)
 
 
+# The inner float layer of each quantization-aware layer (Keras 3 native QAT).
+_QUANTIZED_INNER = {
+    "QuantizedConv2D": lambda: keras.layers.Conv2D(4, 3, padding="same"),
+    "QuantizedDepthwiseConv2D": lambda: keras.layers.DepthwiseConv2D(3, padding="same"),
+    "QuantizedDense": lambda: keras.layers.Dense(3),
+}
+
+
+def check_quantized_layer(cls, tmp_path):
+    inner = _QUANTIZED_INNER[cls.__name__]()
+    batch_norm = None if cls.__name__ == "QuantizedDense" else keras.layers.BatchNormalization()
+    layer = cls(inner, batch_norm=batch_norm, activation="relu6")
+    inputs = keras.Input(INPUT_SHAPE)
+    x = inputs if cls.__name__ != "QuantizedDense" else keras.layers.Flatten()(inputs)
+    model = _compiled(keras.Model(inputs, _head(layer(x))))
+    assert_config_round_trip(layer)
+    restored = assert_model_round_trip(model, tmp_path)
+    assert any(type(layer) is cls for layer in restored.layers)
+
+
 def check_layer(cls, tmp_path):
     layer = construct(cls)
     model = _compiled(_model_around(layer))
@@ -292,6 +324,7 @@ FACTORIES = [
      in inspect.signature(o).parameters, check_distiller),
     (lambda o: isinstance(o, type) and issubclass(o, keras.layers.Wrapper), check_wrapper),
     (lambda o: isinstance(o, type) and issubclass(o, keras.metrics.Metric), check_metric),
+    (lambda o: isinstance(o, type) and o.__name__ in _QUANTIZED_INNER, check_quantized_layer),
     (lambda o: isinstance(o, type) and issubclass(o, keras.layers.Layer)
      and not issubclass(o, keras.Model), check_layer),
     (lambda o: isinstance(o, type)

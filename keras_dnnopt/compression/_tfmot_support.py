@@ -64,8 +64,35 @@ def _is_composite(layer):
     return callable(getattr(layer, "unroll", None)) and not isinstance(layer, keras.Model)
 
 
+def _graph_of(model):
+    """The functional graph of a model: the model itself, or the one a built Keras 3
+    `Sequential` keeps inside; None for a subclassed or unbuilt model."""
+    if USING_TF_KERAS:
+        return model if getattr(model, "_is_graph_network", False) else None
+    if isinstance(model, keras.Sequential):
+        model = getattr(model, "_functional", None)
+    return model if hasattr(model, "_nodes_by_depth") else None
+
+
 def _is_graph_model(layer):
-    return isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False)
+    return isinstance(layer, keras.Model) and _graph_of(layer) is not None
+
+
+def node_parts(node):
+    """`(layer, args, kwargs, outputs)` of a node of a functional graph, on either Keras."""
+    if USING_TF_KERAS:
+        return node.layer, node.call_args, node.call_kwargs, node.outputs
+    return (node.operation, node.arguments.args, node.arguments.kwargs,
+            node.output_tensors)
+
+
+def graph_nodes(model):
+    """The nodes of functional `model` in topological order (its input nodes left out)."""
+    graph = _graph_of(model)
+    for depth in sorted(graph._nodes_by_depth, reverse=True):  # noqa: SLF001 (Keras graph)
+        for node in graph._nodes_by_depth[depth]:  # noqa: SLF001
+            if not node.is_input:
+                yield node
 
 
 def _needs_flattening(model):
@@ -75,48 +102,48 @@ def _needs_flattening(model):
 def _run_graph(model, inputs, groups):
     """Applies the layers of functional `model` to the symbolic `inputs` (a flat list),
     unrolling blocks and inlining nested models; returns the outputs (a flat list)."""
-    tensors = {id(t): new for t, new in zip(model.inputs, inputs, strict=True)}
+    graph = _graph_of(model)
+    tensors = {id(t): new for t, new in zip(graph.inputs, inputs, strict=True)}
 
     def mapped(structure):
         return tf.nest.map_structure(lambda t: tensors.get(id(t), t), structure)
 
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # noqa: SLF001 (tf_keras graph)
-        for node in model._nodes_by_depth[depth]:  # noqa: SLF001
-            if node.is_input:
-                continue
-            layer = node.layer
-            args, kwargs = mapped(node.call_args), mapped(node.call_kwargs)
-            if _is_composite(layer):
-                outputs = layer.unroll(args[0])
-                groups[layer.name] = [sub.name for sub in layer.sublayers]
-            elif isinstance(layer, keras.Model):
-                if not _is_graph_model(layer):
-                    raise ValueError(
-                        f"Layer {layer.name!r} is a subclassed model, which TF-MOT cannot "
-                        "rewrite. Build it as a functional or Sequential model."
-                    )
-                before = set(groups)
-                outputs = _run_graph(layer, tf.nest.flatten(args[0]), groups)
-                outputs = outputs[0] if len(outputs) == 1 else outputs
-                inner = [sub.name for sub in layer.layers
-                         if not isinstance(sub, keras.layers.InputLayer)]
-                groups[layer.name] = inner + [n for g in set(groups) - before for n in groups[g]]
-            else:
-                outputs = layer(*args, **kwargs)
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs),
-                                strict=True):
-                tensors[id(old)] = new
-    return [tensors[id(t)] for t in model.outputs]
+    for node in graph_nodes(model):
+        layer, args, kwargs, node_outputs = node_parts(node)
+        args, kwargs = mapped(args), mapped(kwargs)
+        if _is_composite(layer):
+            outputs = layer.unroll(args[0])
+            groups[layer.name] = [sub.name for sub in layer.sublayers]
+        elif isinstance(layer, keras.Model):
+            if not _is_graph_model(layer):
+                raise ValueError(
+                    f"Layer {layer.name!r} is a subclassed model, which TF-MOT cannot "
+                    "rewrite. Build it as a functional or Sequential model."
+                )
+            before = set(groups)
+            outputs = _run_graph(layer, tf.nest.flatten(args[0]), groups)
+            outputs = outputs[0] if len(outputs) == 1 else outputs
+            inner = [sub.name for sub in layer.layers
+                     if not isinstance(sub, keras.layers.InputLayer)]
+            groups[layer.name] = inner + [n for g in set(groups) - before for n in groups[g]]
+        else:
+            outputs = layer(*args, **kwargs)
+        for old, new in zip(tf.nest.flatten(node_outputs), tf.nest.flatten(outputs),
+                            strict=True):
+            tensors[id(old)] = new
+    return [tensors[id(t)] for t in graph.outputs]
 
 
-def flatten_model(model):
+def flatten_model(model, always=False):
     """Rebuilds `model` from built-in layers: blocks unrolled, nested models inlined.
 
     The new functional model shares its layers (and so its weights) with `model`; a model
-    with nothing to flatten is returned as is.
+    with nothing to flatten is returned as is, unless `always`.
 
     Args:
-        model: a tf_keras functional or Sequential model.
+        model: a functional or Sequential model (either Keras).
+        always: rebuild even a model with nothing to flatten (so that the result is
+            always a functional model). Defaults to False.
 
     Returns:
         A tuple `(flat_model, groups)`, `groups` mapping the name of each unrolled block or
@@ -126,7 +153,7 @@ def flatten_model(model):
         ValueError: for a subclassed model (whose graph cannot be read) or a Sequential
             model that was never built.
     """
-    if not _needs_flattening(model):
+    if not always and not _needs_flattening(model):
         return model, {}
     if not _is_graph_model(model):
         raise ValueError(
@@ -135,8 +162,10 @@ def flatten_model(model):
             "give the Sequential model an `keras.Input(shape)` first."
         )
     groups = {}
+    graph = _graph_of(model)
+    names = graph.input_names if USING_TF_KERAS else [t.name for t in graph.inputs]
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name)
-              for t, name in zip(model.inputs, model.input_names, strict=True)]
+              for t, name in zip(graph.inputs, names, strict=True)]
     outputs = _run_graph(model, inputs, groups)
     outputs = outputs[0] if len(outputs) == 1 else outputs
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name), groups

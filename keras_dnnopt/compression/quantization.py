@@ -1,4 +1,6 @@
-"""`quantize`: quantization-aware training (QAT) through TF-MOT, on tf_keras.
+"""`quantize`: quantization-aware training (QAT), through TF-MOT on tf_keras and natively
+on Keras 3 (`_qat_native`: TensorFlow's fake-quant ops, batch norm folded, TFLite's int8
+scheme).
 
 QAT inserts fake-quantization (quantize-dequantize) operations on the weights and
 activations, so that training sees, and learns to tolerate, the int8 rounding that the
@@ -9,12 +11,12 @@ quantization="int8")`) for an int8 file that computes what the QAT model compute
 """
 
 import re
+import warnings
 
-from keras_dnnopt.backend import check_model, keras
+from keras_dnnopt.backend import USING_TF_KERAS, check_model, keras
 from keras_dnnopt.compression._tfmot_support import (
     flatten_model,
     import_tfmot,
-    require_tf_keras,
     select_layers,
 )
 from keras_dnnopt.compression.collaborative import (
@@ -41,8 +43,25 @@ def _unsupported_layer_error(layer, scheme):
     )
 
 
-def quantize(model, layers=None, scheme="default"):
-    """Makes a quantization-aware-training (QAT) copy of a tf_keras model, through TF-MOT.
+def quantize(model, layers=None, scheme="default", skip_unsupported=False):
+    """Makes a quantization-aware-training (QAT) copy of a model.
+
+    On Keras 3 the copy is built natively (TF-MOT only accepts tf_keras models): the model
+    is flattened as below, each `Conv2D` / `DepthwiseConv2D` / `Dense` becomes one
+    quantized layer with the `BatchNormalization` after it folded into its kernel and its
+    ReLU/ReLU6 fused (`QuantizedConv2D`, ...: symmetric int8 weights, per output channel
+    for convolutions, per tensor for `Dense`), a `SeparableConv2D` its two quantized
+    kernels, and a `MovingAverageQuantizer` (asymmetric int8, moving-average range)
+    quantizes the inputs and the outputs of each fused group, merge, pooling and
+    activation layer: the places where TFLite's int8 kernels quantize. Built on
+    `tf.quantization.fake_quant_with_min_max_vars(_per_channel)` with straight-through
+    gradients; `export_tflite(qat_model, path, quantization="int8")` (or `"int8_full"`)
+    turns it into an int8 file with the ranges learned in training, with no
+    representative data. It saves and loads as `.keras` (safe mode) and trains under
+    `tf.distribute` strategies. Schemes `"default"` and `"pqat"` (the zeros of a pruned
+    model kept through training and in the int8 file) are supported on Keras 3.
+
+    On tf_keras, through TF-MOT:
 
     The model is first rewritten into the built-in layers TF-MOT knows: the blocks of
     `keras_dnnopt.layers` (custom layers to TF-MOT) are unrolled into their `Conv2D`,
@@ -54,25 +73,27 @@ def quantize(model, layers=None, scheme="default"):
     (with their own `QuantizeConfig`) are kept as annotated. The given model is not changed.
 
     Args:
-        model: a tf_keras functional or Sequential model (built).
+        model: a functional or Sequential model of the Keras in use (built).
         layers: None to quantize every layer, or a list of the names of the layers to
             quantize (the others stay float); the name of a block of `keras_dnnopt.layers`
             selects all its sublayers. Defaults to None.
         scheme: `"default"` (plain 8-bit QAT), `"pqat"` (keeps the zeros of a pruned model),
             `"cqat"` (keeps the clusters of a clustered model) or `"pcqat"` (keeps both);
             see `keras_dnnopt.compression.collaborative`. Defaults to `"default"`.
+        skip_unsupported: keep the layers that cannot be quantized float (with a
+            warning naming them) instead of raising. Defaults to False.
 
     Returns:
-        A new tf_keras model with fake-quantization, to compile and train.
+        A new model with fake-quantization, to compile and train.
 
     Raises:
         ValueError: for an unknown `scheme`, a `layers` name that is not in the model, a
-            layer TF-MOT cannot quantize (named, with the way out), or a `"pqat"`/`"cqat"`/
+            layer that cannot be quantized (named, with the supported layers and the way
+            out), a model that is already quantization-aware, or a `"pqat"`/`"cqat"`/
             `"pcqat"` scheme on a model with no zeros / no shared weight values.
         TypeError: if `model` is not a Keras model, or is a model of the other Keras.
-        NotImplementedError: on Keras 3, where TF-MOT does not work: the message says how
-            to switch to tf_keras and what works on Keras 3 (post-training quantization
-            with `keras_dnnopt.export.export_tflite`, Keras' own `model.quantize("int8")`).
+        NotImplementedError: for `"cqat"` / `"pcqat"` on Keras 3 (use tf_keras, or
+            cluster then `scheme="default"`).
 
     Example:
 
@@ -92,7 +113,13 @@ def quantize(model, layers=None, scheme="default"):
     """
     check_choice("scheme", scheme, QUANTIZE_SCHEMES)
     check_model(model)
-    require_tf_keras("quantize")
+    if not isinstance(skip_unsupported, bool):
+        raise TypeError(
+            "Argument `skip_unsupported` must be True or False. Received: "
+            f"skip_unsupported={skip_unsupported!r}")
+    _check_not_quantized(model)
+    if not USING_TF_KERAS:
+        return _quantize_keras3(model, layers, scheme, skip_unsupported)
     tfmot = import_tfmot()
     qkeras = tfmot.quantization.keras
     # Not in TF-MOT's public API: the annotation wrapper class, to keep the user's own.
@@ -125,16 +152,86 @@ def quantize(model, layers=None, scheme="default"):
         for obj in (layer, getattr(layer, "layer", None), getattr(layer, "quantize_config", None)):
             if obj is not None:
                 custom_objects.setdefault(type(obj).__name__, type(obj))
+    skipped = []
     with qkeras.quantize_scope(custom_objects):
-        annotated = keras.models.clone_model(flat, clone_function=annotate)
-        try:
-            return qkeras.quantize_apply(annotated, scheme=tfmot_scheme)
-        except RuntimeError as error:
-            # Whether a layer is supported is only known after TF-MOT's layout transforms
-            # (a BatchNormalization after a convolution is folded into it, one alone is not
-            # supported), so the check is TF-MOT's own; its message is made actionable here.
-            match = _UNSUPPORTED.search(str(error))
-            names = {layer.name: layer for layer in flat.layers}
-            if match is None or match.group(1) not in names:
-                raise
-            raise _unsupported_layer_error(names[match.group(1)], tfmot_scheme) from error
+        while True:
+            annotated = keras.models.clone_model(flat, clone_function=annotate)
+            try:
+                result = qkeras.quantize_apply(annotated, scheme=tfmot_scheme)
+                break
+            except RuntimeError as error:
+                # Whether a layer is supported is only known after TF-MOT's layout
+                # transforms (a BatchNormalization after a convolution is folded into it,
+                # one alone is not supported), so the check is TF-MOT's own; its message
+                # is made actionable here, or the layer left float and TF-MOT run again.
+                match = _UNSUPPORTED.search(str(error))
+                names = {layer.name: layer for layer in flat.layers}
+                if match is None or match.group(1) not in names:
+                    raise
+                if not skip_unsupported or match.group(1) not in to_annotate:
+                    raise _unsupported_layer_error(names[match.group(1)],
+                                                   tfmot_scheme) from error
+                to_annotate.discard(match.group(1))
+                skipped.append(match.group(1))
+    if skipped:
+        warnings.warn(
+            "Kept float (not quantized) by `skip_unsupported=True`: "
+            + ", ".join(repr(n) for n in skipped) + ".", stacklevel=2)
+    return result
+
+
+def _check_not_quantized(model):
+    """Refuses a model that is already quantization-aware (quantizing twice would stack
+    fake-quant ops and double-fold batch norms)."""
+    if USING_TF_KERAS:
+        import sys
+
+        if "tensorflow_model_optimization" not in sys.modules:
+            return
+        from tensorflow_model_optimization.python.core.quantization.keras import (
+            quantize_layer,
+            quantize_wrapper,
+        )
+
+        kinds = (quantize_wrapper.QuantizeWrapper, quantize_layer.QuantizeLayer)
+        done = any(isinstance(layer, kinds) for layer in _layers(model))
+    else:
+        from keras_dnnopt.compression._qat_native import is_quantized
+
+        done = is_quantized(model)
+    if done:
+        raise ValueError(
+            f"Argument `model` is already quantization-aware: model {model.name!r} holds "
+            "the fake-quantization layers of `quantize`. Quantize the float model once "
+            "(keep a reference to it), train the returned model, and export it with "
+            "`keras_dnnopt.export.export_tflite(qat_model, path, quantization=\"int8\")`. "
+            f"Received: model={model.name!r}"
+        )
+
+
+def _layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
+def _quantize_keras3(model, layers, scheme, skip_unsupported):
+    if scheme in ("cqat", "pcqat"):
+        raise NotImplementedError(
+            f"Argument `scheme={scheme!r}` (cluster-preserving QAT) is not available on "
+            "Keras 3 yet: keras_dnnopt's native QAT keeps the zeros of a pruned model "
+            "(scheme='pqat') but not the clusters of a clustered one. Use tf_keras "
+            "(TF_USE_LEGACY_KERAS=1, TF-MOT's CQAT), or export the clustered model with "
+            "post-training quantization (`export_tflite(..., quantization=\"int8\", "
+            "representative_data=...)`), which keeps the clusters per channel. "
+            f"Received: scheme={scheme!r}"
+        )
+    from keras_dnnopt.compression._prunable import is_pruning_wrapper
+    from keras_dnnopt.compression._qat_native import quantize_keras3
+    from keras_dnnopt.compression.pruning import strip_pruning
+
+    if any(is_pruning_wrapper(layer) for layer in _layers(model)):
+        model = strip_pruning(model)
+    return quantize_keras3(model, layers=layers, scheme=scheme,
+                           skip_unsupported=skip_unsupported)

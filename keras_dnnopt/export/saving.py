@@ -51,7 +51,10 @@ _REGISTERING_MODULES = (
     "keras_dnnopt.compression",
     "keras_dnnopt.compression._pruning_native",
     "keras_dnnopt.evaluation.metrics",
-)
+) + (() if USING_TF_KERAS else (
+    # The layers of the native quantization-aware training (Keras 3; TF-MOT's on tf_keras).
+    "keras_dnnopt.compression._qat_layers",
+))
 
 
 def import_registering_modules():

@@ -297,15 +297,19 @@ def _strip_training_wrappers(model):
         compression = importlib.import_module("keras_dnnopt.compression")
     except ImportError:
         return model, (), False
+    # The native quantization-aware layers stay, as TF-MOT's do: their fake-quant ops carry
+    # the learned ranges the converter reads.
+    qat = sys.modules.get("keras_dnnopt.compression._qat_native")
+    is_qat = qat is not None and qat.is_quantized(model)
     strip = getattr(compression, "strip_pruning", None)
     if strip is None:
-        return model, (), False
+        return model, (), is_qat
     is_pruned = getattr(compression, "is_pruned", None)
     pruned = is_pruned(model) if is_pruned is not None else any(
         _is_compression_wrapper(layer) for layer in _flat_layers(model))
     if not pruned:
-        return model, (), False
-    return strip(model), ("pruning",), False
+        return model, (), is_qat
+    return strip(model), ("pruning",), is_qat
 
 
 def _is_compression_wrapper(layer):

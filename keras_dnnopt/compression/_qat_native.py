@@ -226,7 +226,7 @@ class _Rewriter:
         for node in self.nodes:
             if id(node) in absorbed:
                 continue
-            layer, args, kwargs, outputs = node_parts(node)
+            layer, args, kwargs, _ = node_parts(node)
 
             def mapped(structure):
                 return keras.tree.map_structure(
@@ -266,7 +266,6 @@ class _Rewriter:
             for old, new in zip(keras.tree.flatten(node_parts(last)[3]),
                                 keras.tree.flatten(out), strict=True):
                 tensors[id(old)] = new
-            del outputs
         outputs = [tensors[id(t)] for t in self.flat.outputs]
         model = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
                             outputs[0] if len(outputs) == 1 else outputs,

@@ -10,9 +10,9 @@ import pytest
 from sklearn.datasets import load_digits
 
 from keras_dnnopt.backend import USING_TF_KERAS, keras
-from keras_dnnopt.compression import prune, quantize, strip_pruning
+from keras_dnnopt.compression import cluster, prune, quantize, strip_clustering, strip_pruning
 from keras_dnnopt.export import export_tflite
-from tests.test_quantization import fast_batch_norm
+from tests.test_quantization import COLLABORATIVE_CASES, fast_batch_norm
 
 pytestmark = pytest.mark.skipif(USING_TF_KERAS, reason="native QAT is Keras 3's (TF-MOT on "
                                                        "tf_keras: test_quantization.py)")
@@ -225,7 +225,7 @@ def test_bad_input_is_refused_and_the_model_untouched():
     qat = quantize(model)
     with pytest.raises(ValueError, match="already quantization-aware.*Quantize the float model"):
         quantize(qat)
-    with pytest.raises(NotImplementedError, match="scheme='cqat'.*not available on Keras 3"):
+    with pytest.raises(ValueError, match=r"`scheme='cqat'` keeps the clusters .* Cluster it"):
         quantize(model, scheme="cqat")
     with pytest.raises(TypeError, match="Argument `skip_unsupported` must be True or False"):
         quantize(model, skip_unsupported="yes")
@@ -288,13 +288,17 @@ from sklearn.datasets import load_digits
 from keras_dnnopt.backend import keras
 from keras_dnnopt.compression import quantize
 from keras_dnnopt.export import export_tflite
-from tests.test_quantization import fast_batch_norm
+from tests.test_quantization import COLLABORATIVE_CASES, fast_batch_norm
 from tests.test_qat_keras3 import small_bn_net
 data = load_digits()
 x = (data.images[:256, ..., None] / 16).astype("float32"); y = data.target[:256]
+# The common order: the float model is built and trained first, outside the scope.
+float_model = small_bn_net(8, "m")
+float_model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+float_model.fit(x, y, batch_size=32, epochs=1, verbose=0)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
-    qat = quantize(small_bn_net(8, "m"))
+    qat = quantize(float_model)
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 history = qat.fit(x, y, batch_size=32, epochs=2, verbose=0)
 ranges = [[float(q.range_min.numpy()), float(q.range_max.numpy())] for q in qat.layers
@@ -307,7 +311,7 @@ print("JSON" + json.dumps({"replicas": strategy.num_replicas_in_sync, "size": si
 """
 
 
-def test_qat_trains_under_mirrored_strategy_on_two_replicas(tmp_path):
+def test_qat_of_a_model_trained_outside_the_scope_trains_under_mirrored_strategy(tmp_path):
     import json
     import os
     import subprocess
@@ -326,3 +330,80 @@ def test_qat_trains_under_mirrored_strategy_on_two_replicas(tmp_path):
     assert all(low <= 0 < high < 6 for low, high in out["ranges"])  # learned, not the init
     assert all(inp == np.int8 and w == np.int8
                for _, inp, w in kernel_op_types(str(tmp_path / "mirrored.tflite")))
+
+
+NUM_CLUSTERS = 4
+
+
+def int8_kernels(path):
+    """The int8 kernels of a file's CONV_2D and FULLY_CONNECTED ops, by op name."""
+    runner = interpreter(path)
+    kernels = {}
+    for op in runner._get_ops_details():  # noqa: SLF001 (LiteRT's op list)
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            kernels[op["op_name"]] = runner.get_tensor(op["inputs"][1])
+    return kernels
+
+
+@pytest.fixture(scope="module")
+def digits4(digits):
+    """The digits on 4 channels: 36 weights per output channel of a 3x3 convolution, so
+    that plain QAT visibly spreads a channel's values (9 could not exceed 2 x 4)."""
+    x, y = digits
+    return np.repeat(x, 4, axis=-1), y
+
+
+@pytest.fixture(scope="module")
+def sparse_clustered(digits4):
+    """A small CNN trained, natively pruned to 50%, clustered to 4 values per kernel
+    keeping its zeros, trained, and stripped: the input of the four schemes."""
+    from keras_dnnopt.compression import PruningCallback
+
+    keras.utils.set_random_seed(7)
+    x, y = digits4
+    inputs = keras.Input((8, 8, 4))
+    h = keras.layers.Conv2D(16, 3, activation="relu", name="conv")(inputs)
+    h = keras.layers.Flatten(name="flatten")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="dense")(h))
+    fit(model, x, y, epochs=3)
+    pruned = prune(model, target_sparsity=0.5, schedule="constant", frequency=1)
+    pruned.compile(keras.optimizers.Adam(1e-3), LOSS)
+    pruned.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[PruningCallback()])
+    clustered = cluster(strip_pruning(pruned), NUM_CLUSTERS, preserve_sparsity=True)
+    fit(clustered, x, y, epochs=1, learning_rate=1e-3)
+    return strip_clustering(clustered)
+
+
+@pytest.mark.parametrize("scheme, keeps_zeros, keeps_clusters", COLLABORATIVE_CASES)
+def test_collaborative_schemes_keep_zeros_and_clusters_into_the_int8_file(
+        digits4, sparse_clustered, tmp_path, scheme, keeps_zeros, keeps_clusters):
+    for name in ("conv", "dense"):  # the input is what the test needs
+        kernel = sparse_clustered.get_layer(name).kernel.numpy()
+        assert 0.49 <= np.mean(kernel == 0) <= 0.51
+        assert np.unique(kernel[kernel != 0]).size <= NUM_CLUSTERS
+    x, y = digits4
+    qat = quantize(sparse_clustered, scheme=scheme)
+    fit(qat, x, y, epochs=2, learning_rate=2e-3)
+    path = str(tmp_path / f"{scheme}.tflite")
+    export_tflite(qat, path, quantization="int8")
+    kernels = int8_kernels(path)  # what the int8 file stores
+    assert set(kernels) == {"CONV_2D", "FULLY_CONNECTED"}
+    for name, kernel in kernels.items():
+        sparsity = np.mean(kernel == 0)
+        if keeps_zeros:
+            assert sparsity >= 0.49, (name, sparsity)
+        else:
+            assert sparsity < 0.4, (name, sparsity)
+        # Output channel first; Conv per channel, Dense per tensor (one grid for all rows).
+        unique = max(np.unique(channel).size for channel in kernel)
+        if keeps_clusters:  # the clusters (and the zero, kept or not, with PCQAT)
+            assert unique <= NUM_CLUSTERS + 1, (name, unique)
+        else:
+            assert unique > 2 * NUM_CLUSTERS, (name, unique)
+    if keeps_clusters:  # and the constraint survives a save and load (safe mode)
+        from keras_dnnopt.export import load_model, save_model
+
+        restored = load_model(save_model(qat, str(tmp_path / f"{scheme}.keras")))
+        fit(restored, x, y, epochs=1, learning_rate=2e-3)
+        dense = restored.get_layer("dense").layer.kernel.numpy()
+        assert np.unique(dense).size <= NUM_CLUSTERS + 1

@@ -127,11 +127,11 @@ def test_unknown_scheme_is_rejected(scheme):
 def test_known_schemes_pass_validation(scheme):
     # The other side of the boundary: no scheme error. "default" quantizes (TF-MOT on
     # tf_keras, natively on Keras 3: tests/test_qat_keras3.py); the preserving schemes then
-    # ask for a pruned/clustered model (CQAT is refused on Keras 3).
+    # ask for a pruned/clustered model.
     if scheme == "default":
         assert quantize(small_cnn(), scheme=scheme) is not None
         return
-    with pytest.raises((ValueError, NotImplementedError)) as error:
+    with pytest.raises(ValueError) as error:
         quantize(small_cnn(), scheme=scheme)
     assert "Argument `scheme` must be one of" not in str(error.value)
 
@@ -387,13 +387,18 @@ def test_the_input_of_the_collaborative_tests_is_sparse_and_clustered(sparse_clu
         assert np.unique(kernel[kernel != 0]).size <= NUM_CLUSTERS
 
 
-@tf_keras_only
-@pytest.mark.parametrize("scheme, keeps_zeros, keeps_clusters", [
-    ("default", False, False),  # the control: plain QAT loses both
+# (scheme, keeps the zeros, keeps the clusters); "default" is the control: plain QAT loses
+# both. Shared with the Keras 3 test (test_qat_keras3.py).
+COLLABORATIVE_CASES = [
+    ("default", False, False),
     ("pqat", True, False),
     ("cqat", False, True),
     ("pcqat", True, True),
-])
+]
+
+
+@tf_keras_only
+@pytest.mark.parametrize("scheme, keeps_zeros, keeps_clusters", COLLABORATIVE_CASES)
 def test_collaborative_schemes_keep_sparsity_and_clusters_through_qat(
         digits, sparse_clustered, scheme, keeps_zeros, keeps_clusters):
     x, y = digits

@@ -145,10 +145,13 @@ def cluster_records(model):
     constraints with `restore_clusters`.
 
     Returns:
-        A list of `{"path": variable path, "zero_cluster": bool}`, one per clustered variable.
+        A list of `{"path": variable path, "index": position in model.weights,
+        "zero_cluster": bool}`, one per clustered variable.
     """
-    return [{"path": variable.path, "zero_cluster": variable.constraint.zero_cluster is not None}
-            for variable in model.weights if isinstance(variable.constraint, SnapToClusters)]
+    return [{"path": variable.path, "index": index,
+             "zero_cluster": variable.constraint.zero_cluster is not None}
+            for index, variable in enumerate(model.weights)
+            if isinstance(variable.constraint, SnapToClusters)]
 
 
 def restore_clusters(model, records):
@@ -157,13 +160,25 @@ def restore_clusters(model, records):
     Each weight's cluster is read back from its value (clustered weights take one value per
     cluster; the zeros' cluster, when kept, is the value 0).
     """
-    variables = {variable.path: variable for variable in model.weights}
+    weights = model.weights
+    variables = {variable.path: variable for variable in weights}
     for record in records:
-        variable = variables[record["path"]]
-        values = np.asarray(keras.ops.convert_to_numpy(variable)).reshape(-1)
-        centroids, indices = np.unique(values, return_inverse=True)
-        zero_cluster = None
-        if record["zero_cluster"] and (centroids == 0).any():
-            zero_cluster = int(np.flatnonzero(centroids == 0)[0])
-        variable.constraint = SnapToClusters(indices.reshape(variable.shape), len(centroids),
-                                             zero_cluster, inner=variable.constraint)
+        # A nested layer's variable path can change in a reload (a QAT layer's inner layer
+        # is renamed); the position in `model.weights` does not.
+        variable = variables.get(record["path"])
+        if variable is None and "index" in record:
+            variable = weights[record["index"]]
+        attach_clusters(variable, record["zero_cluster"])
+
+
+def attach_clusters(variable, zero_cluster):
+    """Attaches a `SnapToClusters` constraint to a variable whose values are already
+    clustered, each distinct value being one cluster (with `zero_cluster`, the value 0, if
+    present, is held at zero)."""
+    values = np.asarray(keras.ops.convert_to_numpy(variable)).reshape(-1)
+    centroids, indices = np.unique(values, return_inverse=True)
+    zero = None
+    if zero_cluster and (centroids == 0).any():
+        zero = int(np.flatnonzero(centroids == 0)[0])
+    variable.constraint = SnapToClusters(indices.reshape(variable.shape), len(centroids),
+                                         zero, inner=variable.constraint)

@@ -28,6 +28,7 @@ The weights of the user's model are copied: it is not changed.
 import warnings
 
 from keras_dnnopt.backend import keras
+from keras_dnnopt.compression._clustering_native import attach_clusters
 from keras_dnnopt.compression._qat_layers import (
     FUSED_ACTIVATIONS,
     MovingAverageQuantizer,
@@ -42,7 +43,7 @@ from keras_dnnopt.compression._tfmot_support import (
     node_parts,
     select_layers,
 )
-from keras_dnnopt.compression.collaborative import check_scheme_input
+from keras_dnnopt.compression.collaborative import check_scheme_input, is_clustered
 
 _QUANTIZED = {"Conv2D": QuantizedConv2D, "DepthwiseConv2D": QuantizedDepthwiseConv2D,
               "Dense": QuantizedDense}
@@ -151,10 +152,12 @@ def _clone(layer):
 class _Rewriter:
     """Builds the quantized copy of a flat functional model."""
 
-    def __init__(self, flat, selected, preserve_sparsity, skip_unsupported):
+    def __init__(self, flat, selected, preserve_sparsity, skip_unsupported,
+                 preserve_clusters=False):
         self.flat = flat
         self.selected = selected
         self.preserve_sparsity = preserve_sparsity
+        self.preserve_clusters = preserve_clusters
         self.skip_unsupported = skip_unsupported
         self.nodes = list(graph_nodes(flat))
         self.consumers = {}
@@ -275,6 +278,13 @@ class _Rewriter:
         for layer in model.layers:
             if isinstance(layer, QuantizedLayer) and layer.mask is not None:
                 layer.set_mask_from_kernel()
+            if isinstance(layer, QuantizedLayer) and self.preserve_clusters:
+                # CQAT: each shared value of a clustered kernel stays one trainable centroid
+                # (the native clustering's constraint); the fold and the per-channel int8
+                # grid then keep at most as many values per channel as there are clusters.
+                kernel = getattr(layer.layer, layer._kernel_name)
+                if is_clustered(keras.ops.convert_to_numpy(kernel)):
+                    attach_clusters(kernel, zero_cluster=self.preserve_sparsity)
         if self.skipped:
             warnings.warn(
                 "Kept float (not quantized) by `skip_unsupported=True`: "
@@ -338,8 +348,9 @@ def quantize_keras3(model, layers=None, scheme="default", skip_unsupported=False
     Args:
         model: a Keras 3 functional or Sequential model, with no pruning wrapper left.
         layers: as in `quantize`. Defaults to None.
-        scheme: `"default"` or `"pqat"` (keeps the zeros of the kernels). Defaults to
-            `"default"`.
+        scheme: `"default"`, `"pqat"` (keeps the zeros of the kernels), `"cqat"` (keeps the
+            shared values of clustered kernels: each stays one trainable centroid) or
+            `"pcqat"` (both). Defaults to `"default"`.
         skip_unsupported: keep unsupported layers float instead of raising. Defaults to
             False.
 
@@ -349,4 +360,5 @@ def quantize_keras3(model, layers=None, scheme="default", skip_unsupported=False
     flat, groups = flatten_model(model, always=True)
     selected = select_layers(flat, layers, groups)
     check_scheme_input(flat, scheme, selected)
-    return _Rewriter(flat, selected, scheme == "pqat", skip_unsupported).run()
+    return _Rewriter(flat, selected, scheme in ("pqat", "pcqat"), skip_unsupported,
+                     preserve_clusters=scheme in ("cqat", "pcqat")).run()

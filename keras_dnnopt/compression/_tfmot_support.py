@@ -117,8 +117,8 @@ def _run_graph(model, inputs, groups):
         elif isinstance(layer, keras.Model):
             if not _is_graph_model(layer):
                 raise ValueError(
-                    f"Layer {layer.name!r} is a subclassed model, which TF-MOT cannot "
-                    "rewrite. Build it as a functional or Sequential model."
+                    f"Layer {layer.name!r} is a subclassed model, whose layer graph cannot be "
+                    "read to rewrite it. Build it as a functional or Sequential model."
                 )
             before = set(groups)
             outputs = _run_graph(layer, tf.nest.flatten(args[0]), groups)
@@ -158,7 +158,7 @@ def flatten_model(model, always=False):
     if not _is_graph_model(model):
         raise ValueError(
             f"Model {model.name!r} is a subclassed model or an unbuilt Sequential model: "
-            "its layers cannot be rewritten for TF-MOT. Build it as a functional model, or "
+            "its layer graph cannot be read to rewrite it. Build it as a functional model, or "
             "give the Sequential model an `keras.Input(shape)` first."
         )
     groups = {}

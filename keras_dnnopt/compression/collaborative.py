@@ -24,6 +24,11 @@ The pipelines (tf_keras):
 Pruning and clustering wrappers left in the model are stripped by `quantize` first (TF-MOT
 needs the plain layers, whose zeros and shared values it then reads).
 
+On Keras 3 the same schemes are native (`_qat_native`): `"pqat"` multiplies each kernel by
+a mask of its nonzero weights, `"cqat"` gives each clustered kernel (`is_clustered`) the
+native clustering's `SnapToClusters` constraint, one trainable centroid per shared value,
+and `"pcqat"` does both, the zeros' cluster held at zero.
+
 Reference:
     - [TF-MOT collaborative optimization](
       https://www.tensorflow.org/model_optimization/guide/combine/collaborative_optimization)
@@ -78,7 +83,8 @@ def _kernels(model, selected):
                 yield layer.name, np.asarray(weight.numpy())
 
 
-def _is_clustered(kernel):
+def is_clustered(kernel):
+    """Whether a kernel (an array) holds shared values: it was clustered."""
     # A clustered kernel shares its values: at most half as many unique values as weights
     # (and at most 1024, TF-MOT's limit). A float kernel of n values has about n (a few
     # float32 values may coincide by chance in a large kernel).
@@ -104,7 +110,7 @@ def check_scheme_input(model, scheme, selected):
             "(`keras_dnnopt.compression.prune` or `tfmot.sparsity.keras.prune_low_magnitude`, "
             "then train), or use scheme='default'."
         )
-    if scheme in ("cqat", "pcqat") and not any(_is_clustered(k) for _, k in kernels):
+    if scheme in ("cqat", "pcqat") and not any(is_clustered(k) for _, k in kernels):
         raise ValueError(
             f"Argument `scheme={scheme!r}` keeps the clusters of a clustered model, but no "
             f"kernel of model {model.name!r} has shared values (at most half as many unique "

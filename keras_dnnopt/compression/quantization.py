@@ -92,8 +92,6 @@ def quantize(model, layers=None, scheme="default", skip_unsupported=False):
             out), a model that is already quantization-aware, or a `"pqat"`/`"cqat"`/
             `"pcqat"` scheme on a model with no zeros / no shared weight values.
         TypeError: if `model` is not a Keras model, or is a model of the other Keras.
-        NotImplementedError: for `"cqat"` / `"pcqat"` on Keras 3 (use tf_keras, or
-            cluster then `scheme="default"`).
 
     Example:
 
@@ -217,16 +215,6 @@ def _layers(model):
 
 
 def _quantize_keras3(model, layers, scheme, skip_unsupported):
-    if scheme in ("cqat", "pcqat"):
-        raise NotImplementedError(
-            f"Argument `scheme={scheme!r}` (cluster-preserving QAT) is not available on "
-            "Keras 3 yet: keras_dnnopt's native QAT keeps the zeros of a pruned model "
-            "(scheme='pqat') but not the clusters of a clustered one. Use tf_keras "
-            "(TF_USE_LEGACY_KERAS=1, TF-MOT's CQAT), or export the clustered model with "
-            "post-training quantization (`export_tflite(..., quantization=\"int8\", "
-            "representative_data=...)`), which keeps the clusters per channel. "
-            f"Received: scheme={scheme!r}"
-        )
     from keras_dnnopt.compression._prunable import is_pruning_wrapper
     from keras_dnnopt.compression._qat_native import quantize_keras3
     from keras_dnnopt.compression.pruning import strip_pruning

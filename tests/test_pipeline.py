@@ -106,15 +106,12 @@ def test_chain_missing_what_a_stage_needs_is_refused_before_training(tmp_path):
     assert not os.path.exists(tmp_path / "out" / "stages")
 
 
-@pytest.mark.skipif(USING_TF_KERAS, reason="QAT works on tf_keras")
-def test_qat_on_keras3_is_refused_with_the_way_out(tmp_path):
-    config = load_config(None, {"quantize": {"method": "qat"}})
-    with pytest.raises(ConfigError, match="TF_USE_LEGACY_KERAS=1.*quantize.method: ptq"):
-        optimize(config, str(tmp_path / "out"))
-
-
-def test_auto_quantization_picks_what_the_keras_in_use_can_do():
-    assert stage_module.quantize_method(defaults()) == ("qat" if USING_TF_KERAS else "ptq")
+def test_auto_quantization_is_qat_on_both_kerases():
+    assert stage_module.quantize_method(defaults()) == "qat"
+    assert stage_module.quantize_method(load_config(None, {"quantize": {"method": "ptq"}})) == "ptq"
+    route, words = stage_module.qat_route()
+    assert route == ("tfmot" if USING_TF_KERAS else "native")
+    assert ("TF-MOT" in words) == USING_TF_KERAS
 
 
 # -- resume and atomic stages, with stand-in stage functions ------------------------------
@@ -388,7 +385,11 @@ def test_real_chain_exported_file_is_what_the_report_scores(tiny_run):
     rows = {row["name"]: row for row in json.loads((out / "metrics.json").read_text())["stages"]}
     assert report["accuracy"] == pytest.approx(rows["export"]["accuracy"])
     quantize = json.loads((out / "stages" / "6_quantize" / "stage.json").read_text())
-    assert quantize["extra"]["method"] == ("qat" if USING_TF_KERAS else "ptq")
+    assert quantize["extra"]["method"] == "qat"
+    assert quantize["extra"]["route"] == ("tfmot" if USING_TF_KERAS else "native")
+    report = (out / "report.md").read_text()
+    assert "Quantization route: quantization-aware training" in report
+    assert ("TF-MOT (tf_keras)" in report) == USING_TF_KERAS
     heatmaps = np.load(out / "stages" / "7_export" / "gradcam.npy")
     assert heatmaps.shape[0] == 2 and 0.0 <= heatmaps.min() and heatmaps.max() <= 1.0
 

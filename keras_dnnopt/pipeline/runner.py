@@ -25,7 +25,7 @@ import uuid
 
 import numpy as np
 
-from keras_dnnopt.backend import KERAS_NAME, USING_TF_KERAS, keras, tf
+from keras_dnnopt.backend import KERAS_NAME, keras, tf
 from keras_dnnopt.pipeline import stages as stage_module
 from keras_dnnopt.pipeline.config import STAGES, ConfigError, stage_fingerprint
 from keras_dnnopt.pipeline.store import StageStore, atomic_path, read_json, write_json
@@ -133,14 +133,6 @@ def _determinism():
 
 def _check_runnable(config):
     """Errors the configuration would only meet mid-run, reported before training."""
-    if stage_module.quantize_method(config) == "qat" and not USING_TF_KERAS:
-        raise ConfigError(
-            "`quantize.method` is 'qat', but quantization-aware training goes through "
-            "TF-MOT, which only accepts tf_keras models and this run uses Keras 3. Set "
-            "TF_USE_LEGACY_KERAS=1 before running (pip install tf-keras), or use "
-            "`quantize.method: ptq` (full-integer post-training quantization) or 'auto'. "
-            "Received: quantize.method='qat'"
-        )
     chosen = config["stages"]
     needs = {"distill": ("baseline",), "prune": ("baseline", "student", "distill"),
              "quantize": ("baseline", "student", "distill", "prune"),
@@ -349,10 +341,14 @@ def write_card(run, records, command, seconds):
     notes = []
     if "quantize" in records:
         extra = records["quantize"]["extra"]
-        if extra["method"] == "ptq" and not USING_TF_KERAS:
-            notes.append("Quantization-aware training needs tf_keras (TF-MOT rejects Keras 3 "
-                         "models): this run used full-integer post-training quantization. Run "
-                         "with TF_USE_LEGACY_KERAS=1 for QAT.")
+        if extra["method"] == "qat":
+            route = ("TF-MOT (tf_keras)" if extra.get("route") == "tfmot"
+                     else "keras_dnnopt's native fake-quant layers (Keras 3)")
+            notes.append(f"Quantization route: quantization-aware training ({extra['scheme']}) "
+                         f"through {route}; the int8 file uses the ranges learned in training.")
+        else:
+            notes.append("Quantization route: full-integer post-training quantization, "
+                         "calibrated at export (`quantize.method: ptq`).")
     if "export" in records:
         final_file = _copy_final(run, records["export"])
         notes.append(f"The deployable file: `{_relative(final_file, out_dir)}`. Its inputs are "

@@ -574,11 +574,16 @@ def prune_stage(run, workdir):
 
 
 def quantize_method(config):
-    """`"qat"` or `"ptq"`: the method a configuration asks for on the Keras in use."""
+    """`"qat"` or `"ptq"`: the method a configuration asks for (`auto` is QAT on both Kerases)."""
     method = config["quantize"]["method"]
-    if method == "auto":
-        return "qat" if USING_TF_KERAS else "ptq"
-    return method
+    return "qat" if method == "auto" else method
+
+
+def qat_route():
+    """Which implementation of quantization-aware training runs on the Keras in use."""
+    if USING_TF_KERAS:
+        return "tfmot", "TF-MOT, tf_keras"
+    return "native", "keras_dnnopt's native fake-quant layers, Keras 3"
 
 
 def quantize_stage(run, workdir):
@@ -591,8 +596,7 @@ def quantize_stage(run, workdir):
     if method == "ptq":
         export = run.config["export"]["quantization"]
         return {"summary": f"post-training quantization ({export}) of the {source_stage} model "
-                           f"at export, calibrated on {cfg['calibration_steps']} training batches"
-                           + ("" if USING_TF_KERAS else " (QAT needs tf_keras)"),
+                           f"at export, calibrated on {cfg['calibration_steps']} training batches",
                 "metrics": {}, "extra": {"method": "ptq", "source": source_stage}}
     _seed(run, 5)
     source = run.model_of(source_stage)
@@ -609,11 +613,13 @@ def quantize_stage(run, workdir):
     _, images, _ = run.gradcam_images()
     _save_heatmaps(_grad_cam(qat, images), workdir)
     how = " with distillation" if distilled else ""
-    return {"summary": f"quantization-aware training ({scheme}) of the {source_stage} model"
-                       f"{how}, {cfg['epochs']} epochs (accuracy of the fake-quantized model)",
+    route, route_words = qat_route()
+    return {"summary": f"quantization-aware training ({scheme}, {route_words}) of the "
+                       f"{source_stage} model{how}, {cfg['epochs']} epochs (accuracy of the "
+                       f"fake-quantized model)",
             "metrics": {"accuracy": report["accuracy"], "f1_macro": report["f1_macro"]},
             "history": history, "artifact": "qat.weights.h5",
-            "extra": {"method": "qat", "scheme": scheme, "source": source_stage}}
+            "extra": {"method": "qat", "scheme": scheme, "route": route, "source": source_stage}}
 
 
 def _representative(run):

@@ -88,7 +88,11 @@ def test_pruning_digits(tmp_path):
     # The target sparsity is reached (over the pruned kernels) and gzip sees it.
     assert number(fields["sparsity"]) > 0.7, stdout
     assert number(fields["gzip_ratio"]) > 1.5, stdout
-    assert {"dense.tflite", "pruned.tflite"} <= set(os.listdir(tmp_path))
+    # Channel pruning: the MAC budget met, the raw file smaller, still a digit classifier.
+    assert 0.45 <= number(fields["channels_macs_ratio"]) <= 0.5, stdout
+    assert number(fields["channels_size_ratio"]) < 0.75, stdout
+    assert number(fields["channels_accuracy"]) > 0.5, stdout
+    assert {"dense.tflite", "pruned.tflite", "channels.tflite"} <= set(os.listdir(tmp_path))
 
 
 @pytest.mark.slow

@@ -380,8 +380,12 @@ class _ChannelGraph:
     # -- the plan and the new model -------------------------------------------------------
 
     def keep_positions(self, tensor, kept_roots):
-        layout = self.layout[id(tensor)]
-        return np.asarray([p for p, root in enumerate(self.atoms.roots(layout))
+        # The union-find is final once the graph is read: each tensor's roots are cached
+        # (`target_macs` evaluates many plans).
+        cache = self.__dict__.setdefault("_roots", {})
+        if id(tensor) not in cache:
+            cache[id(tensor)] = self.atoms.roots(self.layout[id(tensor)])
+        return np.asarray([p for p, root in enumerate(cache[id(tensor)].tolist())
                            if root in kept_roots or root not in self.removable],
                           dtype="int64")
 

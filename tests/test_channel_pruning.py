@@ -181,6 +181,45 @@ def test_dead_batch_norm_channels_of_a_residual_stage_are_removed_exactly():
                                atol=1e-5)
 
 
+def test_data_keeps_what_constant_channels_gave_the_next_layer():
+    # Channels whose batch norm has gamma 0 output the constant relu(beta) > 0: cutting them
+    # shifts the 1x1 convolution that reads them; with `data` their mean is folded into
+    # its bias (a bias is added: it had none), which is exact for a constant channel.
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.Conv2D(16, 1, use_bias=False, name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
+    gamma, beta, mean, var = model.get_layer("bn1").get_weights()
+    gamma[[1, 4]], beta[[1, 4]] = 0.0, 0.5
+    model.get_layer("bn1").set_weights([gamma, beta, mean, var])
+    data = RNG.random((32, 16, 16, 3)).astype("float32")
+    reference = model.predict(data, verbose=0)
+    args = dict(per_layer={"conv1": 0.25}, criterion="bn_gamma")
+    cut = prune_channels(model, **args)
+    kept = prune_channels(model, data=data, **args)
+    assert cut.get_layer("conv1").filters == kept.get_layer("conv1").filters == 6
+    assert kept.get_layer("conv2").use_bias and not cut.get_layer("conv2").use_bias
+    assert np.abs(cut.predict(data, verbose=0) - reference).max() > 1e-3
+    np.testing.assert_allclose(kept.predict(data, verbose=0), reference, atol=1e-5)
+    # The plan counts the added bias: params and MACs still equal the profiler's.
+    plan = channel_pruning_plan(model, data=data, **args)
+    assert plan.params == kept.count_params() == profile(kept).params
+
+
+def test_data_brings_a_pruned_network_closer_to_the_original():
+    model = residual_cnn()
+    data = RNG.random((64, 16, 16, 3)).astype("float32")
+    reference = model.predict(data, verbose=0)
+    error = {}
+    for name, given in (("cut", None), ("compensated", data)):
+        pruned = prune_channels(model, ratio=0.25, data=given)
+        error[name] = np.abs(pruned.predict(data, verbose=0) - reference).mean()
+    assert error["compensated"] < 0.7 * error["cut"], error
+
+
 def test_target_macs_is_met_closely_and_round_to_holds():
     model = mobilenet_v2((16, 16, 3), num_classes=10, alpha=0.5)
     full = profile(model).macs
@@ -260,6 +299,7 @@ def test_bad_arguments_are_refused_and_the_model_untouched():
         (dict(target_macs=1.5), r"`target_macs` must be an int .* Received: target_macs=1\.5"),
         (dict(target_macs=10), r"`target_macs` \(10 MACs\) is out of reach"),
         (dict(criterion="taylor"), r"`data` is needed for criterion='taylor'"),
+        (dict(criterion="taylor", data=X), r"`data` must hold labels for criterion='taylor'"),
         (dict(per_layer={"nope": 0.5}), r"nope"),
         (dict(per_layer={"flatten": 0.5}), r"`per_layer` names 'flatten', which makes no "
                                            r"channels"),

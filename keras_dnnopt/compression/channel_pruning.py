@@ -226,6 +226,7 @@ class _ChannelGraph:
         self.nodes = []
         self.producer_out = {}  # layer name -> its output atoms
         self.unsupported = []
+        self.means = {}  # id(tensor) -> mean per channel, when `data` is given
         exclude = exclude or set()
         for tensor in flat.inputs:
             self.layout[id(tensor)] = self._fresh(tensor, frozen=True)
@@ -403,8 +404,27 @@ class _ChannelGraph:
                 continue
             ins = [positions[id(t)] for t in node.inputs]
             out = positions[id(node.outputs[0])] if node.outputs else None
-            made[layer.name] = _pruned_layer(layer, node.kind, ins, out)
+            mean = self.means.get(id(node.inputs[0])) if node.inputs else None
+            made[layer.name] = _pruned_layer(layer, node.kind, ins, out, mean)
         return made, positions
+
+    def measure_means(self, data):
+        """The mean activation of each channel (position) at the inputs of the Conv and
+        Dense layers, on up to 256 samples of `data`: what a removed channel gave them."""
+        tensors = {id(node.inputs[0]): node.inputs[0] for node in self.nodes
+                   if node.kind == "producer" and node.inputs}
+        if not tensors:
+            return
+        x = data[0] if isinstance(data, tuple) else data
+        if isinstance(x, tf.data.Dataset):
+            x = np.concatenate([np.asarray(batch[0] if isinstance(batch, tuple) else batch)
+                                for batch in x.take(8)])
+        probe = keras.Model(self.flat.inputs, list(tensors.values()))
+        values = probe.predict(np.asarray(x)[:256], verbose=0)
+        values = values if isinstance(values, list) else [values]
+        for key, value in zip(tensors, values, strict=True):
+            value = np.asarray(value, dtype="float64")
+            self.means[key] = value.reshape(-1, value.shape[-1]).mean(axis=0)
 
     def build(self, kept):
         made, _ = self.new_layers(kept)
@@ -442,6 +462,11 @@ def _taylor_gradients(model, data, loss):
             "batches. Received: data=None")
     if isinstance(data, tuple) and len(data) == 2:
         data = tf.data.Dataset.from_tensor_slices(data).batch(64)
+    elif not isinstance(data, tf.data.Dataset):
+        raise ValueError(
+            "Argument `data` must hold labels for criterion='taylor': `(x, y)` arrays or a "
+            f"`tf.data.Dataset` of (x, y) batches. Received: data of type "
+            f"{type(data).__name__}")
     total = {}
     variables = model.trainable_variables
     for x, y in data.take(8):
@@ -460,15 +485,33 @@ def _config_with(layer, **changes):
     return type(layer).from_config(config)
 
 
-def _pruned_layer(layer, kind, ins, out):
+def _pruned_layer(layer, kind, ins, out, mean=None):
     """`(new layer, weights)` of `layer` with the input positions `ins` (one array per input)
-    and output positions `out` kept; weights None when the layer has none."""
+    and output positions `out` kept; weights None when the layer has none.
+
+    With `mean` (the mean of each input channel, measured on data), a Conv/Dense adds what
+    its removed input channels gave on average to its bias (a bias is added if it had
+    none): the removed channels' mean contribution is kept (exact for a 1x1 convolution
+    or a Dense layer fed a constant, near it for a larger kernel, whose border taps read
+    padding).
+    """
     weights = [_as_numpy(w) for w in layer.weights]
     name = type(layer).__name__
     if kind == "producer":
         kernel = weights[0][..., ins[0], :][..., out]
-        new = _config_with(layer, **{("units" if name == "Dense" else "filters"): len(out)})
-        return new, [kernel] + [w[out] for w in weights[1:]]
+        changes = {("units" if name == "Dense" else "filters"): len(out)}
+        rest = [w[out] for w in weights[1:]]
+        removed = np.setdiff1d(np.arange(weights[0].shape[-2]), ins[0])
+        if mean is not None and removed.size and len(mean) == weights[0].shape[-2]:
+            taps = weights[0].reshape(-1, *weights[0].shape[-2:]).sum(axis=0)  # (in, out)
+            shift = (mean[removed] @ taps[removed][:, out]).astype(weights[0].dtype)
+            if np.any(shift):
+                if layer.use_bias:
+                    rest[0] = rest[0] + shift
+                else:
+                    changes["use_bias"] = True
+                    rest = [shift]
+        return _config_with(layer, **changes), [kernel] + rest
     if kind == "separable":
         multiplier = layer.depth_multiplier
         middle = (ins[0][:, None] * multiplier + np.arange(multiplier)[None]).reshape(-1)
@@ -541,8 +584,12 @@ def channel_pruning_plan(model, ratio=None, target_macs=None, per_layer=None, cr
             kernels). Defaults to 1.
         exclude: names of layers (or blocks) whose output channels are kept. Defaults to
             None.
-        data: for `"taylor"`: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)` batches
-            (8 batches are used). Defaults to None.
+        data: `(x, y)` arrays, input arrays `x`, or a `tf.data.Dataset` of `(x, y)`
+            batches (8 batches are used). Needed by `"taylor"` (with labels). Whenever
+            given, the mean activation of each removed channel is measured on it (up to 256
+            samples) and folded into the bias of the Conv/Dense layers that read it, so
+            that they keep what it gave on average (bias compensation); without `data`
+            the removed channels are simply cut. Defaults to None.
         loss: for `"taylor"`: a loss `fn(y_true, y_pred)`; defaults to the model's compiled
             loss, else sparse categorical cross-entropy on its outputs.
 
@@ -578,6 +625,8 @@ def channel_pruning_plan(model, ratio=None, target_macs=None, per_layer=None, cr
     excluded = (select_names(flat.name, names, exclude, block_groups, "exclude")
                 if exclude is not None else set())
     graph = _ChannelGraph(flat, excluded)
+    if data is not None:
+        graph.measure_means(data)
     groups = graph.groups()
     frozen_roots = graph.atoms.frozen_roots()
     graph.removable = {int(r) for _, roots in groups.values() for r in roots

@@ -35,6 +35,16 @@ def fast_batchnorm(model, momentum=0.9):
     return model
 
 
+def litert_version():
+    """The installed LiteRT (`ai-edge-litert`) version, or "not installed"."""
+    try:
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+    except Exception:  # noqa: BLE001 (any failure means: not there)
+        return "not installed"
+
+
 def machine_line():
     """`x86_64, 2 CPUs, devices ['CPU'], Python 3.11.7, load average 0.4` (the load when
     it is called)."""

@@ -84,7 +84,7 @@ from keras_dnnopt.export.tflite import _make_converter  # noqa: E402
 from keras_dnnopt.models import mobilenet_v2  # noqa: E402
 from keras_dnnopt.profiling import profile  # noqa: E402
 
-from _common import digits_split, machine_line, print_footer  # noqa: E402
+from _common import digits_split, litert_version, machine_line, print_footer  # noqa: E402
 
 UNPRUNED, THIN = "unpruned", "thinner from scratch"
 KERAS3, TF_KERAS = "Keras 3", "tf_keras"
@@ -426,15 +426,6 @@ def print_verdict(result):
                   f"(XNNPACK, 1 thread): {sparse:.3f}x its latency (median over seeds), "
                   f"{np.mean([r['sparse_size_bytes'] for r in rows]) / 1024:.1f} KiB vs "
                   f"{np.mean([r['float_size_bytes'] for r in rows]) / 1024:.1f} KiB")
-
-
-def litert_version():
-    try:
-        from importlib.metadata import version
-
-        return version("ai-edge-litert")
-    except Exception:  # noqa: BLE001
-        return "not installed"
 
 
 def print_report(result):

@@ -65,7 +65,7 @@ from keras_dnnopt.export import (  # noqa: E402
 )
 from keras_dnnopt.models import mobilenet_v1  # noqa: E402
 
-from _common import digits_split, machine_line, print_footer  # noqa: E402
+from _common import digits_split, litert_version, machine_line, print_footer  # noqa: E402
 
 ARCHITECTURES = ("mobilenet_v1", "residual_cnn")
 FLOAT, PTQ, QAT_K3, QAT_TFMOT = ("float fine-tuned", "PTQ int8", "QAT int8",
@@ -332,15 +332,6 @@ def print_report(results, latency_tolerance):
               f"{result['tensorflow']}, LiteRT {result['litert']}; seeds "
               f"{result['seeds']}; test {result['test_size']} images, train "
               f"{result['train_size']}; `{result['command']}`; {result['machine']}")
-
-
-def litert_version():
-    try:
-        from importlib.metadata import version
-
-        return version("ai-edge-litert")
-    except Exception:  # noqa: BLE001
-        return "not installed"
 
 
 def main():

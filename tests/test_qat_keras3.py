@@ -12,7 +12,12 @@ from sklearn.datasets import load_digits
 from keras_dnnopt.backend import USING_TF_KERAS, keras
 from keras_dnnopt.compression import cluster, prune, quantize, strip_clustering, strip_pruning
 from keras_dnnopt.export import export_tflite
-from tests.test_quantization import COLLABORATIVE_CASES, fast_batch_norm
+from tests.test_quantization import (
+    COLLABORATIVE_CASES,
+    NUM_CLUSTERS,
+    check_kept,
+    fast_batch_norm,
+)
 
 pytestmark = pytest.mark.skipif(USING_TF_KERAS, reason="native QAT is Keras 3's (TF-MOT on "
                                                        "tf_keras: test_quantization.py)")
@@ -288,7 +293,12 @@ from sklearn.datasets import load_digits
 from keras_dnnopt.backend import keras
 from keras_dnnopt.compression import quantize
 from keras_dnnopt.export import export_tflite
-from tests.test_quantization import COLLABORATIVE_CASES, fast_batch_norm
+from tests.test_quantization import (
+    COLLABORATIVE_CASES,
+    NUM_CLUSTERS,
+    check_kept,
+    fast_batch_norm,
+)
 from tests.test_qat_keras3 import small_bn_net
 data = load_digits()
 x = (data.images[:256, ..., None] / 16).astype("float32"); y = data.target[:256]
@@ -331,8 +341,6 @@ def test_qat_of_a_model_trained_outside_the_scope_trains_under_mirrored_strategy
     assert all(inp == np.int8 and w == np.int8
                for _, inp, w in kernel_op_types(str(tmp_path / "mirrored.tflite")))
 
-
-NUM_CLUSTERS = 4
 
 
 def int8_kernels(path):
@@ -388,18 +396,8 @@ def test_collaborative_schemes_keep_zeros_and_clusters_into_the_int8_file(
     export_tflite(qat, path, quantization="int8")
     kernels = int8_kernels(path)  # what the int8 file stores
     assert set(kernels) == {"CONV_2D", "FULLY_CONNECTED"}
-    for name, kernel in kernels.items():
-        sparsity = np.mean(kernel == 0)
-        if keeps_zeros:
-            assert sparsity >= 0.49, (name, sparsity)
-        else:
-            assert sparsity < 0.4, (name, sparsity)
-        # Output channel first; Conv per channel, Dense per tensor (one grid for all rows).
-        unique = max(np.unique(channel).size for channel in kernel)
-        if keeps_clusters:  # the clusters (and the zero, kept or not, with PCQAT)
-            assert unique <= NUM_CLUSTERS + 1, (name, unique)
-        else:
-            assert unique > 2 * NUM_CLUSTERS, (name, unique)
+    # Output channel first; Conv per channel, Dense per tensor (one grid for all rows).
+    check_kept(kernels, keeps_zeros, keeps_clusters)
     if keeps_clusters:  # and the constraint survives a save and load (safe mode)
         from keras_dnnopt.export import load_model, save_model
 

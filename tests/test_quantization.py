@@ -406,6 +406,13 @@ def test_collaborative_schemes_keep_sparsity_and_clusters_through_qat(
     fit(qat, x, y, epochs=2, learning_rate=2e-3)
     kernels = int8_kernels(to_tflite(qat))  # what the int8 file stores
     assert set(kernels) == {"conv", "dense"}
+    check_kept(kernels, keeps_zeros, keeps_clusters)
+
+
+def check_kept(kernels, keeps_zeros, keeps_clusters):
+    """Asserts what the int8 kernels of a file (`{name: array}`, output channel first) kept
+    of a 50%-sparse model clustered to `NUM_CLUSTERS` values (also used by the Keras 3
+    test)."""
     for name, kernel in kernels.items():
         sparsity = np.mean(kernel == 0)
         if keeps_zeros:

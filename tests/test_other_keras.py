@@ -112,6 +112,18 @@ ENTRY_POINTS = {
     "keras_dnnopt.compression.cluster": [lambda m, t: compression.cluster(m, 4)],
     "keras_dnnopt.compression.strip_clustering": [lambda m, t: compression.strip_clustering(m)],
     "keras_dnnopt.compression.quantize": [lambda m, t: compression.quantize(m)],
+    "keras_dnnopt.compression.prune_channels": [
+        lambda m, t: compression.prune_channels(m, ratio=0.5)],
+    "keras_dnnopt.compression.channel_pruning_plan": [
+        lambda m, t: compression.channel_pruning_plan(m, ratio=0.5)],
+    "keras_dnnopt.compression.remove_blocks": [
+        lambda m, t: compression.remove_blocks(m, n=0)],
+    "keras_dnnopt.compression.residual_blocks": [
+        lambda m, t: compression.residual_blocks(m)],
+    "keras_dnnopt.compression.with_channel_sparsity": [
+        lambda m, t: compression.with_channel_sparsity(m)],
+    "keras_dnnopt.compression.prune_channels_iteratively": [
+        lambda m, t: compression.prune_channels_iteratively(m, *_data(), target_macs=0.5)],
     "keras_dnnopt.export.export_tflite": [
         lambda m, t: export.export_tflite(m, str(t / "m.tflite"))],
     "keras_dnnopt.export.compare_outputs": [

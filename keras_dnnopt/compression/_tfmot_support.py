@@ -86,6 +86,11 @@ def node_parts(node):
             node.output_tensors)
 
 
+def is_symbolic(value):
+    """Whether `value` is a symbolic tensor of a functional graph (either Keras)."""
+    return keras.backend.is_keras_tensor(value) if hasattr(value, "shape") else False
+
+
 def graph_nodes(model):
     """The nodes of functional `model` in topological order (its input nodes left out)."""
     graph = _graph_of(model)

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_dnnopt.backend import check_model, keras, tf
-from keras_dnnopt.compression._tfmot_support import flatten_model, graph_nodes, node_parts
+from keras_dnnopt.compression._tfmot_support import (
+    flatten_model,
+    graph_nodes,
+    is_symbolic,
+    node_parts,
+)
 
 BLOCK_CRITERIA = ("output", "bn_gamma", "l1")
 
@@ -53,13 +58,9 @@ class ResidualBlock:
     params: int
 
 
-def _symbolic(value):
-    return keras.backend.is_keras_tensor(value) if hasattr(value, "shape") else False
-
-
 def _node_tensors(node):
     layer, args, kwargs, outputs = node_parts(node)
-    inputs = [t for t in tf.nest.flatten((args, kwargs)) if _symbolic(t)]
+    inputs = [t for t in tf.nest.flatten((args, kwargs)) if is_symbolic(t)]
     return layer, args, kwargs, inputs, tf.nest.flatten(outputs)
 
 
@@ -251,7 +252,7 @@ def _rebuild(model, adds):
 
         def mapped(structure):
             return tf.nest.map_structure(
-                lambda t: tensors.get(id(t), t) if _symbolic(t) else t, structure)
+                lambda t: tensors.get(id(t), t) if is_symbolic(t) else t, structure)
 
         result = made[layer.name][0](*mapped(args), **mapped(kwargs))
         for old, new in zip(outputs, tf.nest.flatten(result), strict=True):

@@ -50,6 +50,7 @@ from keras_dnnopt.backend import check_model, keras, tf
 from keras_dnnopt.compression._tfmot_support import (
     flatten_model,
     graph_nodes,
+    is_symbolic,
     node_parts,
     select_names,
 )
@@ -155,10 +156,6 @@ def _kind(layer, rank):
     return "other"
 
 
-def _is_symbolic(value):
-    return keras.backend.is_keras_tensor(value) if hasattr(value, "shape") else False
-
-
 def _as_numpy(variable):
     return np.asarray(variable.numpy())
 
@@ -233,7 +230,7 @@ class _ChannelGraph:
         layer_in = {}
         for node in graph_nodes(flat):
             layer, args, kwargs, outputs = node_parts(node)
-            inputs = [t for t in tf.nest.flatten((args, kwargs)) if _is_symbolic(t)]
+            inputs = [t for t in tf.nest.flatten((args, kwargs)) if is_symbolic(t)]
             outputs = tf.nest.flatten(outputs)
             rank = len(inputs[0].shape) if inputs else 0
             kind = _kind(layer, rank) if len(outputs) == 1 else "other"
@@ -437,7 +434,7 @@ class _ChannelGraph:
         for node in self.nodes:
             def mapped(structure):
                 return tf.nest.map_structure(
-                    lambda t: tensors.get(id(t), t) if _is_symbolic(t) else t, structure)
+                    lambda t: tensors.get(id(t), t) if is_symbolic(t) else t, structure)
 
             new_layer = made[node.layer.name][0]
             args, kwargs = mapped(node.args), mapped(node.kwargs)

@@ -11,7 +11,7 @@ from keras_dnnopt.backend import USING_TF_KERAS
 from keras_dnnopt.cli.main import main
 from keras_dnnopt.pipeline import STAGES, ConfigError, defaults, load_config, optimize, validate
 from keras_dnnopt.pipeline import stages as stage_module
-from keras_dnnopt.pipeline.config import stage_fingerprint
+from keras_dnnopt.pipeline.config import CHAIN, stage_fingerprint
 
 # -- configuration ---------------------------------------------------------------------
 
@@ -25,7 +25,7 @@ def _write(tmp_path, text, name="run.yaml"):
 def test_defaults_validate_and_cover_every_stage():
     config = defaults()
     validate(config)
-    assert config["stages"] == list(STAGES)
+    assert config["stages"] == list(CHAIN)
     assert config["dataset"] == "digits"
 
 
@@ -164,12 +164,12 @@ def test_second_run_reuses_every_finished_stage(tmp_path, fake_chain):
     config = load_config(None, {"report": {"plots": False}})
     first = fake_chain(_Recorder())
     optimize(config, str(tmp_path), log=lambda _: None)
-    assert first.ran == list(STAGES)
+    assert first.ran == list(CHAIN)
     second = fake_chain(_Recorder())
     lines = []
     optimize(config, str(tmp_path), log=lines.append)
     assert second.ran == []
-    assert sum("reused" in line for line in lines) == len(STAGES)
+    assert sum("reused" in line for line in lines) == len(CHAIN)
 
 
 def test_force_redoes_every_stage(tmp_path, fake_chain):
@@ -178,7 +178,7 @@ def test_force_redoes_every_stage(tmp_path, fake_chain):
     optimize(config, str(tmp_path), log=lambda _: None)
     again = fake_chain(_Recorder())
     optimize(config, str(tmp_path), force=True, log=lambda _: None)
-    assert again.ran == list(STAGES)
+    assert again.ran == list(CHAIN)
 
 
 def test_changed_setting_redoes_its_stage_and_what_follows(tmp_path, fake_chain):
@@ -344,15 +344,15 @@ def tiny_run(tmp_path_factory):
 
 def test_real_chain_writes_every_stage_and_the_report(tiny_run):
     out, card, lines = tiny_run
-    assert _stage_folders(out) == [f"{i}_{s}" for i, s in enumerate(STAGES, start=1)]
+    assert _stage_folders(out) == [f"{i}_{s}" for i, s in enumerate(CHAIN, start=1)]
     for name in ("report.md", "report.html", "metrics.json", "config.yaml",
                  "model_int8_full.tflite"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     names = [row["name"] for row in metrics["stages"]]
-    assert names == list(STAGES)
+    assert names == list(CHAIN)
     assert set(card["plots"]) == {"training", "sparsity", "confusion", "gradcam"}
-    assert sum(line.startswith("[") and "done in" in line for line in lines) == len(STAGES)
+    assert sum(line.startswith("[") and "done in" in line for line in lines) == len(CHAIN)
 
 
 def test_real_chain_metrics_are_measured_not_copied(tiny_run):
@@ -392,6 +392,24 @@ def test_real_chain_exported_file_is_what_the_report_scores(tiny_run):
     assert ("TF-MOT (tf_keras)" in report) == USING_TF_KERAS
     heatmaps = np.load(out / "stages" / "7_export" / "gradcam.npy")
     assert heatmaps.shape[0] == 2 and 0.0 <= heatmaps.min() and heatmaps.max() <= 1.0
+
+
+def test_every_run_leaves_model_keras_and_model_tflite(tiny_run):
+    from keras_dnnopt import load_model
+    from keras_dnnopt.export import compare_outputs
+    from keras_dnnopt.pipeline.stages import Run
+    from keras_dnnopt.pipeline.store import StageStore
+
+    out, _, _ = tiny_run
+    # OUT/model.tflite is the chain's final file; OUT/model.keras the model it came from
+    # (the QAT model), which loads back and agrees with the file.
+    assert (out / "model.tflite").read_bytes() == (out / "model_int8_full.tflite").read_bytes()
+    model = load_model(str(out / "model.keras"), compile=False)
+    run = Run(load_config(str(out / "config.yaml")), StageStore(str(out), STAGES))
+    agreement = compare_outputs(model, str(out / "model.tflite"),
+                                run.normalized(run.dataset.x_test))
+    assert agreement.top1_agreement >= 0.95
+    assert "`model.tflite`, exported from `model.keras`" in (out / "report.md").read_text()
 
 
 def test_real_chain_resumes_without_training(tiny_run, monkeypatch):

@@ -11,6 +11,19 @@ warm-up cosine schedule) -> student (a narrower MobileNet, trained alone as a re
 -> distill -> prune (with distillation) -> quantize (QAT on tf_keras, full-integer PTQ on
 Keras 3) -> export (TFLite, evaluated with LiteRT).
 
+Every run leaves its deployable model as OUT/model.tflite, and the Keras model it was
+exported from as OUT/model.keras (read it back with keras_dnnopt.load_model).
+
+budget: any of --max-size, --max-latency, --max-macs, --min-accuracy replaces the chain
+after the baseline by a search for the most accurate model within the limits: width,
+input resolution, channel pruning ratio, quantization (int8 PTQ/QAT, float16) and
+distillation. Candidates that cannot fit are dropped before training (their MACs, file
+size and latency are measured untrained); the rest go through successive halving (short
+training for many, full training for the best). Size is the .tflite file's bytes, latency
+the LiteRT median at batch 1 on this machine. The report shows the Pareto front and every
+candidate. When nothing fits, it names the binding limit and the closest candidate and
+the command exits with status 3. Every finished trial is saved: a rerun continues.
+
 Each stage is saved as it finishes (OUT/stages/<n>_<stage>/). Interrupted (Ctrl-C) or
 killed, the same command again skips the finished stages and continues the stage in
 progress from its last finished epoch; the results equal an uninterrupted run's. The same
@@ -24,6 +37,7 @@ examples:
   dnnopt optimize --dataset fashion_mnist --out runs/fashion --config run.yaml
   dnnopt optimize --dataset path/to/images --out runs/mine     (one subfolder per class)
   dnnopt optimize --print-config > run.yaml                    (every setting, to edit)
+  dnnopt optimize --max-size 64KB --max-latency 2ms --trials 12 --time-budget 20m
 """
 
 
@@ -60,6 +74,20 @@ def add_parser(subparsers):
     parser.add_argument("--verbose", default=None, choices=("auto", "bars", "lines", "quiet"),
                         help="training output: progress bars, one line per epoch, or none "
                              "(default: auto = bars on a terminal, lines otherwise)")
+    budget = parser.add_argument_group(
+        "budget", "limits of the deployed model; any of them runs the search (see below)")
+    budget.add_argument("--max-size", default=None, metavar="SIZE",
+                        help="the largest .tflite file, e.g. 64KB, 1.5MiB, 20000 (bytes)")
+    budget.add_argument("--max-latency", default=None, metavar="TIME",
+                        help="the slowest LiteRT latency at batch 1, e.g. 2ms, 500us")
+    budget.add_argument("--max-macs", default=None, metavar="COUNT",
+                        help="the most multiply-accumulates per input, e.g. 5M, 300K")
+    budget.add_argument("--min-accuracy", default=None, metavar="FRACTION",
+                        help="the lowest test accuracy, e.g. 0.97")
+    budget.add_argument("--trials", type=int, default=None, metavar="N",
+                        help="candidates trained at the first fidelity (default: 12)")
+    budget.add_argument("--time-budget", default=None, metavar="TIME",
+                        help="stop starting trials after this long, e.g. 20m, 1h, 900 (s)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved configuration as YAML and exit")
     parser.set_defaults(func=run)
@@ -76,6 +104,29 @@ def _overrides(args):
         overrides["verbose"] = args.verbose
     if args.stages is not None:
         overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
+    budget = {}
+    for flag in ("max_size", "max_latency", "max_macs", "min_accuracy"):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if flag == "min_accuracy":
+            try:
+                value = float(value)
+            except ValueError:
+                raise UsageError(f"--min-accuracy: must be a fraction in (0, 1], e.g. 0.97. "
+                                 f"Received: {value!r}") from None
+        budget[flag] = value
+    if budget:
+        overrides["budget"] = budget
+    search = {}
+    if args.trials is not None:
+        if args.trials < 1:
+            raise UsageError(f"--trials: must be >= 1. Received: {args.trials}")
+        search["trials"] = args.trials
+    if args.time_budget is not None:
+        search["time_budget"] = args.time_budget
+    if search:
+        overrides["search"] = search
     return overrides
 
 
@@ -91,7 +142,7 @@ def run(args):
         sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
         return 0
     _make_out(args.out)
-    from keras_dnnopt.pipeline.runner import ConfigChanged, Interrupted, optimize
+    from keras_dnnopt.pipeline.runner import BudgetNotMet, ConfigChanged, Interrupted, optimize
 
     command = "dnnopt " + " ".join(sys.argv[1:]) if sys.argv[1:] else "dnnopt optimize"
     try:
@@ -100,6 +151,9 @@ def run(args):
     except ConfigChanged as error:
         raise UsageError(f"--out: {error}. Pass --overwrite to redo what the new settings "
                          "change (or use another --out)") from None
+    except BudgetNotMet as error:
+        print(f"dnnopt optimize: {error}", file=sys.stderr, flush=True)
+        return 3
     except Interrupted as error:
         print(str(error), file=sys.stderr, flush=True)
         return 130

@@ -13,8 +13,13 @@ import json
 import os
 
 from keras_dnnopt.data.datasets import DATASET_NAMES
+from keras_dnnopt.pipeline import budget as budget_module
 
-STAGES = ("data", "baseline", "student", "distill", "prune", "quantize", "export")
+STAGES = ("data", "baseline", "student", "distill", "prune", "quantize", "export", "search")
+# The fixed chain, the default run; a budget replaces what follows the baseline by `search`.
+CHAIN = STAGES[:-1]
+# The stages a budgeted run keeps before its search (which replaces the fixed chain).
+SEARCH_KEEPS = ("data", "baseline")
 ARCHITECTURES = ("mobilenet_v1", "mobilenet_v2", "plain_cnn")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("warmup_cosine", "step", "one_cycle", "constant")
@@ -26,13 +31,21 @@ class _Spec:
     """A key's check: its kind and its bounds or choices."""
 
     def __init__(self, kind, low=None, high=None, choices=None, low_inclusive=True,
-                 high_inclusive=True):
+                 high_inclusive=True, item=None, parse=None, example=None):
         self.kind = kind
         self.low, self.high = low, high
         self.low_inclusive, self.high_inclusive = low_inclusive, high_inclusive
         self.choices = choices
+        self.item = item  # "list" and "optional": the spec of the items / of the value
+        self.parse, self.example = parse, example  # "parsed": a unit parser
 
     def allowed(self):
+        if self.kind == "list":
+            return f"a non-empty list of distinct values, each {self.item.allowed()}"
+        if self.kind == "optional":
+            return f"null (no limit) or {self.item.allowed()}"
+        if self.kind == "parsed":
+            return self.example
         if self.kind == "choice":
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind == "stages":
@@ -50,6 +63,18 @@ class _Spec:
         return text
 
     def accepts(self, value):
+        if self.kind == "list":
+            return (isinstance(value, (list, tuple)) and len(value) > 0
+                    and all(self.item.accepts(v) for v in value)
+                    and len({repr(v) for v in value}) == len(value))
+        if self.kind == "optional":
+            return value is None or self.item.accepts(value)
+        if self.kind == "parsed":
+            try:
+                self.parse(value)
+            except ValueError:
+                return False
+            return True
         if self.kind == "choice":
             return isinstance(value, str) and value in self.choices
         if self.kind == "stages":
@@ -90,13 +115,28 @@ def _choice(*choices):
 
 _BOOL = _Spec("bool")
 
+
+def _parsed(parse, example):
+    return _Spec("parsed", parse=parse, example=example)
+
+
+def _optional(spec):
+    return _Spec("optional", item=spec)
+
+
+def _list(spec):
+    return _Spec("list", item=spec)
+
+
+SEARCH_QUANTIZATIONS = ("int8_ptq", "int8_qat", "float16", "dynamic", "none")
+
 # Each key: (default, spec). The defaults are the bundled run: `dnnopt optimize` on digits
 # in under 10 minutes on a 2-core CPU.
 SCHEMA = {
     "dataset": ("digits", None),  # a name or a folder: checked by `_check_dataset`
     "seed": (0, _int(0)),
     "batch_size": (64, _int(1)),
-    "stages": (list(STAGES), _Spec("stages", choices=STAGES)),
+    "stages": (list(CHAIN), _Spec("stages", choices=STAGES)),
     "verbose": ("auto", _choice("auto", "bars", "lines", "quiet")),
     "data": {
         "validation_split": (0.1, _float(0.0, 1.0, high_inclusive=False)),
@@ -160,6 +200,38 @@ SCHEMA = {
         "gradcam_images": (4, _int(0, 16)),
         "plots": (True, _BOOL),
     },
+    # Any limit set here (or `search.enabled`) replaces the fixed chain after the baseline
+    # by the search for the most accurate model within the limits (`pipeline.search`).
+    "budget": {
+        "max_size": (None, _optional(_parsed(budget_module.parse_size,
+                                             "a size such as 64KB, 1.5MiB or 4096 (bytes)"))),
+        "max_latency": (None, _optional(_parsed(
+            budget_module.parse_duration, "a duration such as 2ms or 500us (a bare number "
+                                          "is milliseconds)"))),
+        "max_macs": (None, _optional(_parsed(budget_module.parse_count,
+                                             "a count such as 5M, 300K or 5000000"))),
+        "min_accuracy": (None, _optional(_float(0.0, 1.0, low_inclusive=False))),
+    },
+    "search": {
+        "enabled": (False, _BOOL),
+        "architecture": ("mobilenet_v1", _choice(*ARCHITECTURES)),
+        "alphas": ([0.25, 0.5, 0.75], _list(_float(0.0, 4.0, low_inclusive=False))),
+        # Fractions of the data's image side (sides under 16 pixels are not searched).
+        "resolutions": ([1.0, 0.75, 0.5], _list(_float(0.0, 1.0, low_inclusive=False))),
+        "prune_ratios": ([0.0, 0.25, 0.5], _list(_float(0.0, 1.0, high_inclusive=False))),
+        "quantizations": (["int8_ptq", "int8_qat", "float16"],
+                          _list(_choice(*SEARCH_QUANTIZATIONS))),
+        "distill": ([True, False], _list(_BOOL)),
+        "dropout": (0.0, _float(0.0, 1.0, high_inclusive=False)),
+        "trials": (12, _int(1)),
+        "time_budget": (None, _optional(_parsed(
+            lambda v: budget_module.parse_duration(v, "time_budget", "s"),
+            "a duration such as 20m, 1h or 900 (seconds)"))),
+        "epochs": (12, _int(1)),
+        "rungs": (3, _int(1)),
+        "eta": (3, _int(2)),
+        "learning_rate": (0.1, _float(0.0, low_inclusive=False)),
+    },
 }
 
 # The config sections each stage's result depends on, beyond those of the stages before it.
@@ -171,6 +243,7 @@ STAGE_SECTIONS = {
     "prune": ("prune",),
     "quantize": ("quantize", "export"),
     "export": ("export",),
+    "search": ("budget", "search"),
 }
 
 
@@ -284,11 +357,47 @@ def load_config(path=None, overrides=None):
     if overrides:
         validate(overrides, source="command line: ")
         config = merge(config, overrides)
+    return resolve_stages(config)
+
+
+def resolve_stages(config):
+    """`config` with its `stages` completed: `data` first, the chain's order, and under a
+    budget the search in place of the fixed chain after the baseline. The budget's limits
+    and the search's time budget are held in base units (bytes, milliseconds, MACs,
+    seconds), so that `64KB` and `64000` are the same run."""
+    limits = config["budget"]
+    for key, parse, scale in (("max_size", budget_module.parse_size, 1.0),
+                              ("max_latency", budget_module.parse_duration, 1e3),
+                              ("max_macs", budget_module.parse_count, 1.0)):
+        if limits.get(key) is not None:
+            value = parse(limits[key], key) * scale
+            limits[key] = int(value) if float(value).is_integer() else value
+    if config["search"]["time_budget"] is not None:
+        seconds = budget_module.parse_duration(config["search"]["time_budget"], "time_budget",
+                                               "s")
+        config["search"]["time_budget"] = int(seconds) if seconds.is_integer() else seconds
     if "data" not in config["stages"]:
         config["stages"] = ["data", *config["stages"]]
+    if search_enabled(config):
+        config["stages"] = [s for s in config["stages"] if s in SEARCH_KEEPS] + ["search"]
+    elif "search" in config["stages"]:
+        raise ConfigError("`stages` includes `search`, which needs a budget (a `budget.*` "
+                          "limit such as `max_size`) or `search.enabled: true`. "
+                          f"Received: stages={config['stages']}")
     # Stages run in the chain's order whatever the order of the list.
     config["stages"] = [stage for stage in STAGES if stage in config["stages"]]
     return config
+
+
+def search_enabled(config):
+    """Whether the run searches under a budget instead of running the fixed chain."""
+    return bool(config["search"]["enabled"]) or any(
+        value is not None for value in config["budget"].values())
+
+
+def budget_of(config):
+    """The run's `Budget`."""
+    return budget_module.Budget.from_dict(config["budget"])
 
 
 def stage_fingerprint(config, stage):

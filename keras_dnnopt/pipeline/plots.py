@@ -330,3 +330,86 @@ def plot_gradcam_grid(images, rows, save_path=None, labels=None, alpha=0.45):
 
 
 __all__ = ["plot_training_curves", "plot_gradcam_grid"]
+
+
+# --------------------------------------------------------------------------- Pareto front
+
+PARETO_MEASURES = {"size_bytes": ("file size (KiB)", 1 / 1024, "max_size"),
+                   "latency_ms": ("LiteRT latency at batch 1 (ms)", 1.0, "max_latency_ms")}
+
+
+def pareto_front(points):
+    """The indices of the points `(cost, accuracy)` that no other point beats on both
+    (lower or equal cost and higher or equal accuracy, one strictly), by rising cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -np.inf
+    for index in order:
+        if points[index][1] > best:
+            front.append(index)
+            best = points[index][1]
+    return front
+
+
+def plot_pareto(trials, measure, budget=None, chosen=None, save_path=None):
+    """Plots the accuracy of a search's candidates against their file size or latency.
+
+    Every trained candidate is a point (its validation accuracy at the fidelity it reached,
+    larger markers for more epochs); the Pareto front of the full-fidelity candidates is
+    a step line, the budget's limits are drawn as lines (a vertical one for the size or
+    latency limit, a horizontal one for the accuracy floor) and the chosen model is a star.
+
+    Args:
+        trials: the search's candidate rows (dicts with `val_accuracy`, `size_bytes`,
+            `latency_ms`, `fidelity`, `key`).
+        measure: `"size_bytes"` or `"latency_ms"`, the x axis.
+        budget: a `keras_dnnopt.pipeline.Budget` whose limits are drawn, or None.
+        chosen: the chosen candidate's key, or None.
+        save_path: a file to save the figure to, written atomically, or None.
+
+    Returns:
+        The matplotlib `Figure`, or None when no candidate was trained (nothing to draw).
+
+    Raises:
+        ValueError: for a `measure` other than the two above.
+    """
+    if measure not in PARETO_MEASURES:
+        raise ValueError(f"Argument `measure` must be one of {', '.join(PARETO_MEASURES)}. "
+                         f"Received: measure={measure!r}")
+    require_matplotlib("plot_pareto")
+    check_save_path(save_path)
+    label, scale, limit_name = PARETO_MEASURES[measure]
+    points = [row for row in trials
+              if row.get("val_accuracy") is not None and row.get(measure) is not None]
+    if not points:
+        return None
+    figure, axes = new_figure("plot_pareto", figsize=(6.5, 4.5))
+    ax = axes[0]
+    full = max(row["fidelity"] for row in points)
+    for fidelity in sorted({row["fidelity"] for row in points}):
+        group = [row for row in points if row["fidelity"] == fidelity]
+        ax.scatter([row[measure] * scale for row in group],
+                   [row["val_accuracy"] for row in group],
+                   s=14 + 40 * fidelity / full, alpha=0.75,
+                   label=f"{fidelity} epochs")
+    finals = [row for row in points if row["fidelity"] == full]
+    front = pareto_front([(row[measure], row["val_accuracy"]) for row in finals])
+    if front:
+        ax.step([finals[i][measure] * scale for i in front],
+                [finals[i]["val_accuracy"] for i in front], where="post", color="0.3",
+                linewidth=1.0, label="Pareto front (full training)")
+    limits = budget.to_dict() if budget is not None else {}
+    if limits.get(limit_name) is not None:
+        ax.axvline(limits[limit_name] * scale, color="C3", linestyle="--", label="budget")
+    if limits.get("min_accuracy") is not None:
+        ax.axhline(limits["min_accuracy"], color="C3", linestyle=":", label="accuracy floor")
+    picked = [row for row in points if row["key"] == chosen and row["fidelity"] == full]
+    if picked:
+        ax.scatter([picked[0][measure] * scale], [picked[0]["val_accuracy"]], marker="*",
+                   s=220, color="gold", edgecolors="black", zorder=5, label="chosen")
+    ax.set_xlabel(label)
+    ax.set_ylabel("validation accuracy of the exported file")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    figure.tight_layout()
+    save_figure(figure, save_path)
+    return figure

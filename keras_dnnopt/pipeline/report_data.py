@@ -44,6 +44,8 @@ PLOT_CAPTIONS = {
     "sparsity": "Per-layer sparsity of the pruned model",
     "confusion": "Confusion matrix of the final model (test set)",
     "gradcam": "Grad-CAM heatmaps of test images: baseline and final model",
+    "pareto_size": "Search: accuracy against file size, the budget and the chosen model",
+    "pareto_latency": "Search: accuracy against latency, the budget and the chosen model",
 }
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".gif": "image/gif", ".svg": "image/svg+xml", ".webp": "image/webp"}
@@ -375,6 +377,31 @@ class Plot:
         return urllib.parse.quote(self.path.replace("\\", "/"))
 
 
+def _search(search):
+    """The search section with each candidate's cells formatted (`cells`), or None.
+    Its candidates' rows are as `pipeline.search` writes them."""
+    if not search:
+        return None
+    if not isinstance(search, dict) or not isinstance(search.get("trials", []), list):
+        raise ValueError("Argument `card` must hold `search` as a dict with a `trials` list. "
+                         f"Received: card['search']={search!r}")
+    rows = []
+    for row in search.get("trials", []):
+        rows.append({**row, "cells": [
+            row.get("describe") or row.get("key") or MISSING,
+            format_value(row.get("fidelity"), "count"),
+            format_value(row.get("val_accuracy"), "fraction"),
+            format_value(row.get("accuracy"), "fraction"),
+            format_value(row.get("macs"), "count"),
+            format_value(row.get("size_bytes"), "bytes"),
+            format_value(row.get("latency_ms"), "ms"),
+            "chosen" if row.get("key") == search.get("chosen") else (
+                row.get("dropped") or "kept")]})
+    return {**search, "trials": rows,
+            "headers": ["Candidate", "Epochs", "Val. accuracy", "Test accuracy", "MACs",
+                        "Size", "Latency (ms)", "Outcome"]}
+
+
 @dataclasses.dataclass(frozen=True)
 class ReportData:
     """The report card of a run, ready to render: what `metrics.json` holds and, for the
@@ -395,6 +422,10 @@ class ReportData:
             `latency_ratio` and `accuracy_change` (in points), each None when unknown.
         plots: `{name: path relative to the output folder}`.
         notes: a list of str.
+        search: the budgeted search (`budget`, `chosen`, `closest`, `binding`, `trials`:
+            one row per candidate), or None for a run without one.
+        search_table: `search` with each candidate's formatted `cells` and the table's
+            `headers`, for the templates (None without a search).
         heading: the title shown, `title` or "dnnopt report".
         total_time: `seconds` formatted ("131.0"), or None.
         sentence: the one-paragraph comparison of the final model with the baseline.
@@ -416,6 +447,8 @@ class ReportData:
     summary: dict
     plots: dict
     notes: list
+    search: object
+    search_table: object
     heading: str
     total_time: object
     sentence: str
@@ -426,7 +459,7 @@ class ReportData:
 
     # The fields that make `metrics.json`, in its key order.
     JSON_FIELDS = ("title", "created", "command", "seconds", "environment", "dataset",
-                   "config", "stages", "final", "summary", "plots", "notes")
+                   "config", "stages", "final", "summary", "plots", "notes", "search")
 
     @classmethod
     def from_card(cls, card, out_dir=None):
@@ -492,6 +525,8 @@ class ReportData:
             summary=summary,
             plots=plots,
             notes=card["notes"],
+            search=card.get("search") or None,
+            search_table=_search(card.get("search")),
             heading=card.get("title") or DEFAULT_TITLE,
             total_time=None if seconds is None else format_value(seconds, "seconds"),
             sentence=_sentence(summary, baseline, final),

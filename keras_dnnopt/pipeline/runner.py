@@ -27,10 +27,20 @@ import numpy as np
 
 from keras_dnnopt.backend import KERAS_NAME, keras, tf
 from keras_dnnopt.pipeline import stages as stage_module
-from keras_dnnopt.pipeline.config import STAGES, ConfigError, stage_fingerprint
+from keras_dnnopt.pipeline.config import (
+    STAGES,
+    ConfigError,
+    budget_of,
+    resolve_stages,
+    stage_fingerprint,
+)
 from keras_dnnopt.pipeline.store import StageStore, atomic_path, read_json, write_json
 
 RUN_FILE = "run.json"
+# Every run leaves its deployable model here, whatever its stages: the Keras model the file
+# was exported from (`keras_dnnopt.load_model` reads it back) and the file.
+FINAL_KERAS = "model.keras"
+FINAL_TFLITE = "model.tflite"
 # Settings that change what is shown, not what is computed: left out of the hash.
 UNHASHED = ("verbose",)
 
@@ -54,6 +64,24 @@ class Interrupted(KeyboardInterrupt):
 
     def __str__(self):
         return self.args[0]
+
+
+class BudgetNotMet(RuntimeError):
+    """No candidate of the search meets the budget (`dnnopt optimize` exits with status 3).
+
+    The report card is written all the same: it shows every candidate, which limits bind
+    and the closest candidate.
+
+    Attributes:
+        binding: the limits that rule out the most candidates, most binding first
+            (`"max_size"`, `"max_latency"`, `"max_macs"`, `"min_accuracy"`).
+        closest: the closest candidate's description, or None.
+        card: the report card.
+    """
+
+    def __init__(self, message, binding, closest, card):
+        super().__init__(message)
+        self.binding, self.closest, self.card = binding, closest, card
 
 
 class ConfigChanged(ConfigError):
@@ -172,7 +200,8 @@ def _metric_text(metrics, summary=""):
     return ", ".join(parts) or summary
 
 
-def optimize(config, out_dir, force=False, overwrite=False, command=None, log=print):
+def optimize(config, out_dir, force=False, overwrite=False, command=None, log=print,
+             budget=None):
     """Runs the optimization chain and writes its report card.
 
     Args:
@@ -187,9 +216,15 @@ def optimize(config, out_dir, force=False, overwrite=False, command=None, log=pr
             the others are redone. Defaults to False.
         command: the command line, for the report.
         log: where the one-line status of each stage goes.
+        budget: a `keras_dnnopt.pipeline.Budget` (its limits replace the configuration's
+            `budget` section), or None. Under a budget the chain after the baseline is
+            replaced by the search for the most accurate model within it
+            (`keras_dnnopt.pipeline.search`). Defaults to None.
 
     Returns:
-        The report card (a dict; see `keras_dnnopt.pipeline.report.write_report`).
+        The report card (a dict; see `keras_dnnopt.pipeline.report.write_report`). The
+        deployable model is `OUT/model.tflite`, and the Keras model it was exported from
+        `OUT/model.keras`, for every run that exports (budget or not).
 
     Raises:
         ConfigError: for a configuration this Keras cannot run (QAT on Keras 3) or a
@@ -200,7 +235,21 @@ def optimize(config, out_dir, force=False, overwrite=False, command=None, log=pr
             next run with the same configuration resumes there.
         StageFailed: when a stage fails; the stages finished before it are kept and the
             report covers them.
+        BudgetNotMet: when no candidate of the search meets the budget; the report card
+            is written first and says which limit binds.
     """
+    if budget is not None:
+        from keras_dnnopt.pipeline.budget import Budget
+
+        if not isinstance(budget, Budget):
+            raise TypeError("Argument `budget` must be a `keras_dnnopt.pipeline.Budget` or "
+                            f"None. Received: budget={budget!r}")
+        limits = budget.to_dict()
+        config = {**config, "budget": {
+            "max_size": limits["max_size"], "max_latency": limits["max_latency_ms"],
+            "max_macs": limits["max_macs"], "min_accuracy": limits["min_accuracy"]},
+            "stages": list(config["stages"])}
+        config = resolve_stages(config)
     _check_runnable(config)
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -264,6 +313,10 @@ def _optimize(config, store, force, command, log):
         raise failure
     if card is not None:
         log(f"Report: {os.path.join(out_dir, 'report.html')} (and report.md, metrics.json)")
+    search = records.get("search")
+    if search is not None and search["extra"]["chosen"] is None:
+        raise BudgetNotMet(f"no candidate meets the budget: {search['summary']}",
+                           search["extra"]["binding"], search["extra"]["closest"], card)
     return card
 
 
@@ -275,7 +328,7 @@ def _run_stage(run, store, stage, fingerprint, inputs):
     try:
         # Each stage starts from the same seeds whatever ran (or was reused) before it.
         keras.utils.set_random_seed(config_seed(run.config, stage))
-        result = stage_module.STAGE_FUNCTIONS[stage](run, workdir)
+        result = _stage_functions()[stage](run, workdir)
         record = {
             "stage": stage,
             "title": stage_module.STAGE_TITLES[stage],
@@ -301,6 +354,13 @@ def _run_stage(run, store, stage, fingerprint, inputs):
     except Exception as error:
         store.abandon(workdir)
         raise StageFailed(f"Stage `{stage}` failed: {type(error).__name__}: {error}") from error
+
+
+def _stage_functions():
+    """Every stage's function: the chain's (`stages`) and the budgeted search."""
+    from keras_dnnopt.pipeline.search import search_stage
+
+    return {"search": search_stage, **stage_module.STAGE_FUNCTIONS}
 
 
 def config_seed(config, stage):
@@ -349,11 +409,15 @@ def write_card(run, records, command, seconds):
         else:
             notes.append("Quantization route: full-integer post-training quantization, "
                          "calibrated at export (`quantize.method: ptq`).")
+    final_stage = next((s for s in ("search", "export") if s in records
+                        and records[s].get("artifact")), None)
+    if final_stage is not None:
+        _copy_final(run, final_stage, records[final_stage])
+        notes.append(f"The deployable file: `{FINAL_TFLITE}`, exported from `{FINAL_KERAS}` "
+                     "(read it back with `keras_dnnopt.load_model`). Its inputs are normalised "
+                     "images (see the data section); the file's own input type and scale are "
+                     "in its signature.")
     if "export" in records:
-        final_file = _copy_final(run, records["export"])
-        notes.append(f"The deployable file: `{_relative(final_file, out_dir)}`. Its inputs are "
-                     "normalised images (see the data section); the file's own input type and "
-                     "scale are in its signature.")
         agreement = records["export"]["extra"]["agreement"]
         notes.append(f"The exported file agrees with its float Keras model on "
                      f"{agreement['top1_agreement']:.1%} of the test images (top-1).")
@@ -379,19 +443,40 @@ def write_card(run, records, command, seconds):
         "plots": _draw_plots(run, records, notes) if run.config["report"]["plots"] else {},
         "notes": notes,
     }
+    if "search" in records:
+        card["search"] = _search_card(records["search"])
     write_report(out_dir, card)
     return card
 
 
-def _copy_final(run, export_record):
-    """Copies the exported file next to the report (atomically) and returns its path."""
+def _copy_final(run, stage, record):
+    """Copies the final file and its Keras model to `OUT/model.tflite` and `OUT/model.keras`
+    (atomically); the fixed chain's file also keeps its own name (`model_int8_full.tflite`)."""
     import shutil
 
-    source = os.path.join(run.store.folder("export"), export_record["artifact"])
-    target = os.path.join(run.store.out_dir, export_record["artifact"])
-    with atomic_path(target) as temp:
-        shutil.copyfile(source, temp)
-    return target
+    folder = run.store.folder(stage)
+    copies = [(record["artifact"], FINAL_TFLITE), (FINAL_KERAS, FINAL_KERAS)]
+    if record["artifact"] != FINAL_TFLITE:
+        copies.append((record["artifact"], record["artifact"]))
+    for source, name in copies:
+        if os.path.isfile(os.path.join(folder, source)):
+            with atomic_path(os.path.join(run.store.out_dir, name)) as temp:
+                shutil.copyfile(os.path.join(folder, source), temp)
+
+
+def _search_card(record):
+    """The report's search section: the budget, the chosen and closest candidates, the
+    binding limits and every candidate's row."""
+    extra = record["extra"]
+    columns = ("key", "describe", "fidelity", "val_accuracy", "accuracy", "params", "macs",
+               "size_bytes", "latency_ms", "dropped")
+    return {
+        "budget": extra["budget_text"], "limits": extra["budget"], "epochs": extra["epochs"],
+        "chosen": extra["chosen"], "closest": extra["closest"], "binding": extra["binding"],
+        "trained": extra["trained"], "space": extra["space"],
+        "out_of_time": extra["out_of_time"], "summary": record["summary"],
+        "trials": [{column: row.get(column) for column in columns} for row in extra["trials"]],
+    }
 
 
 def _draw_plots(run, records, notes):
@@ -418,6 +503,14 @@ def _draw_plots(run, records, notes):
         path = os.path.join(folder, "sparsity.png")
         plot_sparsity(records["prune"]["extra"]["sparsity"], save_path=path)
         drawn["sparsity"] = _relative(path, out_dir)
+    if "search" in records:
+        extra = records["search"]["extra"]
+        budget = budget_of(run.config)
+        for measure, name in (("size_bytes", "pareto_size"), ("latency_ms", "pareto_latency")):
+            path = os.path.join(folder, f"{name}.png")
+            if plot_module.plot_pareto(extra["trials"], measure, budget, extra["chosen"],
+                                       save_path=path):
+                drawn[name] = _relative(path, out_dir)
     if "export" in records:
         extra = records["export"]["extra"]
         path = os.path.join(folder, "confusion.png")

@@ -33,7 +33,7 @@ HISTORY_FILE = "history.json"
 
 # Each stage's part in the seeds of its epochs (`_epoch_rng`).
 STAGE_KEYS = {"data": 0, "baseline": 1, "student": 2, "distill": 3, "prune": 4, "quantize": 5,
-              "export": 6}
+              "export": 6, "search": 7}
 
 
 class Run:
@@ -185,15 +185,16 @@ def _schedule(run, learning_rate, epochs, warmup_epochs=0, kind="warmup_cosine")
                              warmup_steps=warmup)
 
 
-def _epoch_rng(run, epoch):
-    """The random generator of one epoch of the stage in progress: a function of the seed,
-    the stage and the epoch only, so a resumed stage draws what an uninterrupted one
-    would have drawn."""
+def _epoch_rng(run, epoch, seed=None):
+    """The random generator of one epoch of the stage in progress: a function of the seed
+    (the run's, or `seed`: a search trial's own), the stage and the epoch only, so a
+    resumed stage draws what an uninterrupted one would have drawn."""
     stage_key = STAGE_KEYS[run.current_stage] if run.current_stage in STAGE_KEYS else 0
-    return np.random.default_rng([run.config["seed"], stage_key, epoch])
+    return np.random.default_rng([run.config["seed"] if seed is None else seed, stage_key,
+                                  epoch])
 
 
-def _training_data(run, start, epochs):
+def _training_data(run, start, epochs, seed=None):
     """The training batches of epochs `start` to `epochs - 1`, one after the other.
 
     Each epoch has its own order and its own freshly seeded augmentation layers, both drawn
@@ -212,7 +213,7 @@ def _training_data(run, start, epochs):
     normalizer = data.normalizer
     pieces = []
     for epoch in range(start, epochs):
-        rng = _epoch_rng(run, epoch)
+        rng = _epoch_rng(run, epoch, seed)
         order = rng.permutation(len(data.y_train))
         augment = resolve_augmentation(run.augment_options, data.input_shape,
                                        int(rng.integers(2**31 - 1)))
@@ -661,6 +662,10 @@ def export_stage(run, workdir):
     latency = benchmark_tflite(path, threads=cfg["threads"], runs=cfg["latency_runs"])
     model_profile = profile(float_model)
     agreement = compare_outputs(float_model, path, run.normalized(run.dataset.x_test))
+    # The Keras model the file was exported from (the QAT model after QAT), for OUT/.
+    from keras_dnnopt.export import save_model
+
+    save_model(model, os.path.join(workdir, MODEL_FILE))
     metrics = {
         "accuracy": report["accuracy"], "f1_macro": report["f1_macro"],
         "params": int(model_profile.params), "macs": int(model_profile.macs),
@@ -692,7 +697,7 @@ STAGE_FUNCTIONS = {
     "prune": prune_stage,
     "quantize": quantize_stage,
     "export": export_stage,
-}
+}  # and "search": `pipeline.search.search_stage`, built on these (the runner adds it)
 
 STAGE_TITLES = {
     "data": "Data",
@@ -702,4 +707,5 @@ STAGE_TITLES = {
     "prune": "Pruned",
     "quantize": "Quantized",
     "export": "Exported TFLite (final)",
+    "search": "Searched under the budget (final)",
 }

@@ -151,6 +151,25 @@ def test_rung_epochs_grow_by_eta_up_to_the_full_budget():
     assert search_module.rung_epochs(5, 2, 1) == [5]
 
 
+def _row(key, fidelity, val, test, size):
+    return {"key": key, "fidelity": fidelity, "val_accuracy": val, "accuracy": test,
+            "size_bytes": size, "latency_ms": 1.0, "macs": 1000}
+
+
+def test_choose_takes_the_most_accurate_fitting_full_run_or_names_the_closest():
+    rows = {r["key"]: r for r in (
+        _row("big", 4, 0.99, 0.99, 9000),     # the most accurate, too big
+        _row("small", 4, 0.90, 0.91, 4000),
+        _row("smaller", 4, 0.95, 0.94, 5000),
+        _row("short", 1, 0.97, 0.97, 1000))}  # better, but only trained briefly
+    chosen, closest = search_module.choose(rows, Budget(max_size=6000), 4)
+    assert chosen["key"] == "smaller" and closest is None
+    chosen, closest = search_module.choose(rows, Budget(max_size=6000, min_accuracy=0.96), 4)
+    assert chosen is None and closest["key"] in {"smaller", "short"}
+    assert search_module.binding_constraints(rows, Budget(max_size=4500, min_accuracy=0.98)) == [
+        "min_accuracy", "max_size"]
+
+
 # -- a real search ---------------------------------------------------------------------
 
 # One width, pruned or not, exported int8 or float16: four structures whose files

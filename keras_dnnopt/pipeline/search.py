@@ -402,8 +402,9 @@ class _Search:
 
 
 def choose(rows, budget, full_epochs):
-    """The chosen row (most accurate on validation at full fidelity meeting the whole
-    budget on the test measures), or None, and the closest row when nothing fits."""
+    """The chosen row (most accurate on validation among those trained for `full_epochs`
+    that meet the whole budget, accuracy on the test split), or None, and the closest row
+    when nothing fits."""
     trained = [row for row in rows.values() if row.get("fidelity") == full_epochs
                and row.get("val_accuracy") is not None]
     fitting = [row for row in trained if not budget.violations(row)]
@@ -447,7 +448,9 @@ def search_stage(run, workdir):
     budget = Budget.from_dict(run.config["budget"])
     search = _Search(run, workdir, budget)
     rows, epochs = search.run_search()
-    chosen, closest = choose(rows, budget, epochs[-1])
+    # The full fidelity, or (the time budget spent before it) the highest one reached.
+    reached = [row["fidelity"] for row in rows.values() if row.get("fidelity")]
+    chosen, closest = choose(rows, budget, max(reached, default=epochs[-1]))
     trial_rows = sorted(rows.values(), key=lambda row: (
         row.get("fidelity") is None, -(row.get("fidelity") or 0),
         -(row.get("val_accuracy") or 0.0), row["key"]))

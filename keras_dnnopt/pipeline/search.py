@@ -43,7 +43,6 @@ from keras_dnnopt.backend import keras
 TRIALS_FILE = "trials.json"
 CHOSEN_KERAS = "model.keras"
 CHOSEN_TFLITE = "model.tflite"
-QUANTIZATIONS = ("int8_ptq", "int8_qat", "float16", "dynamic", "none")
 # The export mode of each file kind.
 EXPORT_MODE = {"int8_ptq": "int8_full", "int8_qat": "int8_full", "float16": "float16",
                "dynamic": "dynamic", "none": "none"}

@@ -1,6 +1,7 @@
 """Does `dnnopt optimize` under a budget find (nearly) the best model, in less time?
 
-On digits, for each budget given (`--budgets`), runs the budgeted search (successive
+On digits, for each budget given (`--budgets`: file sizes such as `64KB`, or latencies
+such as `latency=0.042ms`), runs the budgeted search (successive
 halving: short training for many candidates, full training for the best) and compares its
 choice with an exhaustive grid over the same space at full fidelity (every candidate
 trained for the full epochs, run once and kept in `OUT/grid`). For each budget it prints
@@ -15,7 +16,7 @@ meets its budget when its file is measured again.
 
 Run (Keras 3; add TF_USE_LEGACY_KERAS=1 for tf_keras):
 
-    python benchmarks/bench_search.py --budgets 64KB,80KB --out /tmp/bench_search
+    python benchmarks/bench_search.py --budgets 16KB,64KB,latency=0.042ms --out /tmp/bench_search
 """
 
 import argparse
@@ -41,7 +42,7 @@ def _run(config_overrides, out, budget=None, overwrite=False):
     began = time.perf_counter()
     try:
         card = optimize(config, out, overwrite=overwrite, log=lambda _: None,
-                        budget=None if budget is None else Budget(max_size=budget))
+                        budget=None if budget is None else Budget(**budget))
     except BudgetNotMet as error:
         card = error.card
     return card, time.perf_counter() - began
@@ -50,6 +51,15 @@ def _run(config_overrides, out, budget=None, overwrite=False):
 def _trials(out):
     with open(os.path.join(out, "stages", "8_search", "trials.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+def _verdict(row):
+    if row["chosen"] is None:
+        return (f"nothing fits: exit 3, binding {', '.join(row['binding'] or [])}, closest "
+                f"{row['closest']}")
+    shown = (f"{row['measured_bytes']} B" if row["measure"] == "size_bytes"
+             else f"{row['measured_bytes']:.4f} ms")
+    return f"{'yes' if row['meets_budget'] else 'NO'} ({shown})"
 
 
 def main():
@@ -63,7 +73,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from keras_dnnopt.backend import KERAS_NAME
-    from keras_dnnopt.pipeline.budget import parse_size
+    from keras_dnnopt.pipeline.budget import parse_duration, parse_size
 
     common = {"seed": args.seed, "baseline": {"epochs": args.baseline_epochs},
               "stages": ["data", "baseline"], "report": {"gradcam_images": 0},
@@ -80,27 +90,38 @@ def main():
     # The grid: every candidate at full fidelity (one rung), no binding limit.
     grid_out = fresh("grid")
     grid_search = {**SPACE, "trials": 1000, "epochs": args.epochs, "rungs": 1}
-    _, grid_seconds = _run({**common, "search": grid_search}, grid_out, budget="1GB",
-                           overwrite=True)
+    _, grid_seconds = _run({**common, "search": grid_search}, grid_out,
+                           budget={"max_size": "1GB"}, overwrite=True)
     grid = _trials(grid_out)["trials"]
     grid_train = sum(result["seconds"] for result in grid.values())
 
     rows = []
     for text in args.budgets.split(","):
-        limit = parse_size(text)
-        out = fresh(f"budget_{text}")
+        if text.startswith("latency="):
+            measure, limit = "latency_ms", parse_duration(text.split("=", 1)[1]) * 1e3
+            budget = {"max_latency": text.split("=", 1)[1]}
+        else:
+            measure, limit, budget = "size_bytes", parse_size(text), {"max_size": text}
+        out = fresh(f"budget_{text.replace('=', '_')}")
         search = {**SPACE, "trials": 1000, "epochs": args.epochs, "rungs": 3, "eta": 3}
-        card, seconds = _run({**common, "search": search}, out, budget=text, overwrite=True)
+        card, seconds = _run({**common, "search": search}, out, budget=budget, overwrite=True)
         state = _trials(out)
         train = sum(result["seconds"] for result in state["trials"].values())
         fitting = [(key, result) for key, result in grid.items()
-                   if result["size_bytes"] <= limit]
+                   if result[measure] <= limit]
         best_key, best = max(fitting, key=lambda item: item[1]["val_accuracy"],
                              default=(None, None))
         chosen_key = card["search"]["chosen"]
         chosen = next((r for r in card["search"]["trials"] if r["key"] == chosen_key), None)
         final = os.path.join(out, "model.tflite")
-        measured = os.path.getsize(final) if os.path.isfile(final) else None
+        measured = None
+        if os.path.isfile(final) and measure == "size_bytes":
+            measured = os.path.getsize(final)
+        elif os.path.isfile(final):  # measured again, as the search measured it
+            from keras_dnnopt.export import benchmark_tflite
+
+            measured = float(benchmark_tflite(final, threads=1, runs=100).median_ms)
+        closest = card["search"].get("closest")
         rows.append({
             "budget": text, "chosen": chosen_key,
             "chosen_accuracy": None if chosen is None else chosen["accuracy"],
@@ -111,6 +132,8 @@ def main():
             "train_seconds": round(train, 1), "grid_train_seconds": round(grid_train, 1),
             "search_seconds": round(seconds, 1), "measured_bytes": measured,
             "meets_budget": measured is not None and measured <= limit,
+            "measure": measure, "limit": limit, "closest": closest,
+            "binding": card["search"].get("binding"),
         })
 
     print(f"Budgeted search against the exhaustive grid ({KERAS_NAME}; digits; space "
@@ -132,7 +155,7 @@ def main():
         print(f"| <= {row['budget']} | {row['chosen']} | {acc} | {best} ({row['grid_best']}) "
               f"| {top} | {row['trials']} / {row['grid_trials']} | {row['train_seconds']:.0f} s"
               f" / {row['grid_train_seconds']:.0f} s ({ratio:.2f}x) | "
-              f"{'yes' if row['meets_budget'] else 'NO'} ({row['measured_bytes']} B) |")
+              f"{_verdict(row)} |")
     with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as handle:
         json.dump({"rows": rows, "grid": grid}, handle, indent=2)
     print_footer()

@@ -16,7 +16,8 @@ The whole public surface:
 
 - `keras_dnnopt.layers`: `SeparableConvBlock`, `InvertedResidualBlock`, `SqueezeExcite`,
   `ConvBlock`.
-- `keras_dnnopt.models`: `mobilenet_v1`, `mobilenet_v2`, `plain_cnn`, `separable_variant`.
+- `keras_dnnopt.models`: `mobilenet_v1`, `mobilenet_v2`, `plain_cnn`, `separable_variant`, `mlp`,
+  `fold_output_rescaling`.
 - `keras_dnnopt.profiling`: `profile`, `measure_latency` (also re-exported here).
 - `keras_dnnopt.load_model`, `keras_dnnopt.save_model` (from `keras_dnnopt.export.saving`):
   save and load any model the package makes, on both Kerases.

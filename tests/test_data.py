@@ -171,7 +171,7 @@ def test_folder_of_class_subfolders(tmp_path):
 def test_unknown_dataset_lists_valid_names(name):
     with pytest.raises(ValueError, match="must be one of 'digits', 'mnist', 'fashion_mnist'"):
         load_dataset(name)
-    assert DATASET_NAMES == ("digits", "mnist", "fashion_mnist", "cifar10")
+    assert DATASET_NAMES == ("digits", "mnist", "fashion_mnist", "cifar10", "diabetes")
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -16,7 +16,7 @@ import textwrap
 from keras_dnnopt.cli._errors import UsageError
 
 BUILDERS = ("mobilenet_v1", "mobilenet_v2", "plain_cnn")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "diabetes")
 # Sample shapes of the named datasets, to refuse a mismatch before any download.
 DATASET_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
                   "cifar10": (32, 32, 3)}

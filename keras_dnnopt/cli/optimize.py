@@ -38,6 +38,8 @@ examples:
   dnnopt optimize --dataset path/to/images --out runs/mine     (one subfolder per class)
   dnnopt optimize --print-config > run.yaml                    (every setting, to edit)
   dnnopt optimize --max-size 64KB --max-latency 2ms --trials 12 --time-budget 20m
+  dnnopt optimize --data mine.npz --model mine.keras --max-size 32KB   (your model and data)
+  dnnopt optimize --dataset diabetes --task regression --max-rmse 60   (tabular regression)
 """
 
 
@@ -57,6 +59,18 @@ def add_parser(subparsers):
         "--dataset", default=None,
         help=f"a dataset name ({', '.join(DATASET_NAMES)}) or a folder with one subfolder "
              "of images per class (default: digits, or the config file's)")
+    parser.add_argument(
+        "--data", default=None, metavar="DATA.npz",
+        help="your own data: a .npz file of arrays x_train, y_train and optionally x_val, "
+             "y_val, x_test, y_test (images (n, h, w[, c]) or tabular rows (n, features))")
+    parser.add_argument(
+        "--task", default=None, choices=("classification", "regression"),
+        help="classification (class ids as labels; the default) or regression (float "
+             "targets, scored by RMSE; tabular data)")
+    parser.add_argument(
+        "--model", default=None, metavar="MODEL.keras",
+        help="start from your own trained .keras model: it is the baseline (its score is "
+             "the reference) and it is pruned, quantized and exported itself, not rebuilt")
     parser.add_argument("--out", default=os.path.join("runs", "dnnopt"),
                         help="the output folder (default: runs/dnnopt)")
     parser.add_argument("--config", default=None, metavar="RUN.yaml",
@@ -84,6 +98,8 @@ def add_parser(subparsers):
                         help="the most multiply-accumulates per input, e.g. 5M, 300K")
     budget.add_argument("--min-accuracy", default=None, metavar="FRACTION",
                         help="the lowest test accuracy, e.g. 0.97")
+    budget.add_argument("--max-rmse", default=None, metavar="NUMBER",
+                        help="regression: the largest test RMSE, in the targets' units")
     budget.add_argument("--trials", type=int, default=None, metavar="N",
                         help="candidates trained at the first fidelity (default: 12)")
     budget.add_argument("--time-budget", default=None, metavar="TIME",
@@ -96,8 +112,24 @@ def add_parser(subparsers):
 
 def _overrides(args):
     overrides = {}
+    if args.dataset is not None and args.data is not None:
+        raise UsageError(f"--data: give either --dataset or --data, not both. Received: "
+                         f"--dataset {args.dataset!r} --data {args.data!r}")
     if args.dataset is not None:
         overrides["dataset"] = args.dataset
+    if args.data is not None:
+        if not (args.data.endswith(".npz") and os.path.isfile(args.data)):
+            raise UsageError(f"--data: must be an existing .npz file of arrays (x_train, "
+                             f"y_train, ...); for a folder of images use --dataset. "
+                             f"Received: {args.data!r}")
+        overrides["dataset"] = args.data
+    if args.task is not None:
+        overrides["task"] = args.task
+    if args.model is not None:
+        if not (args.model.endswith(".keras") and os.path.isfile(args.model)):
+            raise UsageError(f"--model: must be an existing .keras file (a trained model "
+                             f"saved by the Keras in use). Received: {args.model!r}")
+        overrides["model"] = args.model
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.verbose is not None:
@@ -105,15 +137,17 @@ def _overrides(args):
     if args.stages is not None:
         overrides["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
     budget = {}
-    for flag in ("max_size", "max_latency", "max_macs", "min_accuracy"):
+    for flag in ("max_size", "max_latency", "max_macs", "min_accuracy", "max_rmse"):
         value = getattr(args, flag)
         if value is None:
             continue
-        if flag == "min_accuracy":
+        if flag in ("min_accuracy", "max_rmse"):
+            what = ("a fraction in (0, 1], e.g. 0.97" if flag == "min_accuracy"
+                    else "a number > 0 in the targets' units, e.g. 55")
             try:
                 value = float(value)
             except ValueError:
-                raise UsageError(f"--min-accuracy: must be a fraction in (0, 1], e.g. 0.97. "
+                raise UsageError(f"--{flag.replace('_', '-')}: must be {what}. "
                                  f"Received: {value!r}") from None
         budget[flag] = value
     if budget:

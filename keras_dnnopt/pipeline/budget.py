@@ -9,8 +9,8 @@ subset of the limits, each parsed from a number or a string with a unit:
 - counts: `K`, `M`, `G` (powers of 1000).
 
 Size is the exported `.tflite` file's bytes; latency is the LiteRT median at batch 1 on this
-machine, measured on the exported file; MACs are the profiler's; accuracy is measured on
-the held-out test split.
+machine, measured on the exported file; MACs are the profiler's; accuracy (classification)
+and RMSE (regression, in the targets' units) are measured on the held-out test split.
 """
 
 import math
@@ -96,7 +96,9 @@ class Budget:
         max_latency: the slowest LiteRT median latency at batch 1, in milliseconds or with a
             unit (`"2ms"`, `"500us"`).
         max_macs: the most multiply-accumulates per image (`"5M"`).
-        min_accuracy: the lowest test accuracy, a fraction in (0, 1].
+        min_accuracy: the lowest test accuracy, a fraction in (0, 1] (classification).
+        max_rmse: the largest test root mean squared error, in the targets' units
+            (regression).
 
     Raises:
         ValueError: naming the argument and the value, for a value that is not positive or
@@ -109,15 +111,21 @@ class Budget:
     (64000.0, 2.0)
     """
 
-    FIELDS = ("max_size", "max_latency", "max_macs", "min_accuracy")
+    FIELDS = ("max_size", "max_latency", "max_macs", "min_accuracy", "max_rmse")
 
-    def __init__(self, max_size=None, max_latency=None, max_macs=None, min_accuracy=None):
+    def __init__(self, max_size=None, max_latency=None, max_macs=None, min_accuracy=None,
+                 max_rmse=None):
         self.max_size = None if max_size is None else parse_size(max_size)
         self.max_latency_ms = (None if max_latency is None
                                else parse_duration(max_latency) * 1e3)
         self.max_macs = None if max_macs is None else parse_count(max_macs)
         self.min_accuracy = None if min_accuracy is None else _fraction(min_accuracy,
                                                                         "min_accuracy")
+        if max_rmse is not None and (isinstance(max_rmse, bool) or not isinstance(
+                max_rmse, (int, float)) or not math.isfinite(max_rmse) or max_rmse <= 0):
+            raise ValueError("Argument `max_rmse` must be a number > 0 (in the targets' "
+                             f"units). Received: max_rmse={max_rmse!r}")
+        self.max_rmse = None if max_rmse is None else float(max_rmse)
 
     @property
     def max_latency(self):
@@ -125,7 +133,7 @@ class Budget:
 
     def __bool__(self):
         return any(getattr(self, f) is not None for f in
-                   ("max_size", "max_latency_ms", "max_macs", "min_accuracy"))
+                   ("max_size", "max_latency_ms", "max_macs", "min_accuracy", "max_rmse"))
 
     def __eq__(self, other):
         return isinstance(other, Budget) and self.to_dict() == other.to_dict()
@@ -137,7 +145,8 @@ class Budget:
     def to_dict(self):
         """The limits in base units: bytes, milliseconds, MACs, fractions."""
         return {"max_size": self.max_size, "max_latency_ms": self.max_latency_ms,
-                "max_macs": self.max_macs, "min_accuracy": self.min_accuracy}
+                "max_macs": self.max_macs, "min_accuracy": self.min_accuracy,
+                "max_rmse": self.max_rmse}
 
     @classmethod
     def from_dict(cls, values):
@@ -175,6 +184,9 @@ class Budget:
         if self.min_accuracy is not None and (metrics.get("accuracy") is None
                                               or metrics["accuracy"] < self.min_accuracy):
             broken.append(("min_accuracy", metrics.get("accuracy"), self.min_accuracy))
+        if self.max_rmse is not None and (metrics.get("rmse") is None
+                                          or metrics["rmse"] > self.max_rmse):
+            broken.append(("max_rmse", metrics.get("rmse"), self.max_rmse))
         return broken
 
     def describe(self):
@@ -188,6 +200,8 @@ class Budget:
             parts.append(f"MACs <= {format_count(self.max_macs)}")
         if self.min_accuracy is not None:
             parts.append(f"accuracy >= {self.min_accuracy:.2%}")
+        if self.max_rmse is not None:
+            parts.append(f"RMSE <= {self.max_rmse:.4g}")
         return ", ".join(parts) or "no limit"
 
 
@@ -202,5 +216,8 @@ def describe_violation(name, measured, limit):
     if name == "max_macs":
         shown = format_count(measured) if measured is not None else "?"
         return f"MACs {shown} > {format_count(limit)}"
+    if name == "max_rmse":
+        shown = f"{measured:.4g}" if measured is not None else "?"
+        return f"RMSE {shown} > {limit:.4g}"
     shown = f"{measured:.2%}" if measured is not None else "?"
     return f"accuracy {shown} < {limit:.2%}"

@@ -20,7 +20,12 @@ STAGES = ("data", "baseline", "student", "distill", "prune", "quantize", "export
 CHAIN = STAGES[:-1]
 # The stages a budgeted run keeps before its search (which replaces the fixed chain).
 SEARCH_KEEPS = ("data", "baseline")
+# The stages the default chain leaves out when it starts from the user's model (`model`).
+USER_MODEL_SKIPS = ("student", "distill")
 ARCHITECTURES = ("mobilenet_v1", "mobilenet_v2", "plain_cnn")
+# Tabular data (one feature vector per sample) always gets the MLP family (`models.mlp`),
+# whose depth the `depth` keys set; images get `architecture`.
+TASKS = ("classification", "regression")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("warmup_cosine", "step", "one_cycle", "constant")
 QUANTIZE_METHODS = ("auto", "qat", "ptq")
@@ -133,8 +138,11 @@ SEARCH_QUANTIZATIONS = ("int8_ptq", "int8_qat", "float16", "dynamic", "none")
 # Each key: (default, spec). The defaults are the bundled run: `dnnopt optimize` on digits
 # in under 10 minutes on a 2-core CPU.
 SCHEMA = {
-    "dataset": ("digits", None),  # a name or a folder: checked by `_check_dataset`
+    "dataset": ("digits", None),  # a name, a folder or a .npz file: `_check_dataset`
     "seed": (0, _int(0)),
+    "task": ("classification", _choice(*TASKS)),
+    # A trained `.keras` model of the user's, the baseline instead of one trained here.
+    "model": (None, None),  # checked by `_check_model`
     "batch_size": (64, _int(1)),
     "stages": (list(CHAIN), _Spec("stages", choices=STAGES)),
     "verbose": ("auto", _choice("auto", "bars", "lines", "quiet")),
@@ -152,6 +160,7 @@ SCHEMA = {
     "baseline": {
         "architecture": ("mobilenet_v1", _choice(*ARCHITECTURES)),
         "alpha": (0.5, _float(0.0, 4.0, low_inclusive=False)),
+        "depth": (3, _int(1, 16)),  # hidden layers of an MLP (tabular data)
         "dropout": (0.1, _float(0.0, 1.0, high_inclusive=False)),
         "epochs": (12, _int(1)),
         "optimizer": ("sgd", _choice(*OPTIMIZERS)),
@@ -163,6 +172,7 @@ SCHEMA = {
     "student": {
         "architecture": ("mobilenet_v1", _choice(*ARCHITECTURES)),
         "alpha": (0.25, _float(0.0, 4.0, low_inclusive=False)),
+        "depth": (2, _int(1, 16)),  # hidden layers of an MLP (tabular data)
         "dropout": (0.0, _float(0.0, 1.0, high_inclusive=False)),
         "epochs": (12, _int(0)),  # training alone, the reference for distillation; 0 skips it
         "learning_rate": (0.1, _float(0.0, low_inclusive=False)),
@@ -211,11 +221,15 @@ SCHEMA = {
         "max_macs": (None, _optional(_parsed(budget_module.parse_count,
                                              "a count such as 5M, 300K or 5000000"))),
         "min_accuracy": (None, _optional(_float(0.0, 1.0, low_inclusive=False))),
+        # Regression: the largest test RMSE, in the targets' own units.
+        "max_rmse": (None, _optional(_float(0.0, low_inclusive=False))),
     },
     "search": {
         "enabled": (False, _BOOL),
         "architecture": ("mobilenet_v1", _choice(*ARCHITECTURES)),
         "alphas": ([0.25, 0.5, 0.75], _list(_float(0.0, 4.0, low_inclusive=False))),
+        # Hidden layers of the MLPs searched on tabular data (images: not used).
+        "depths": ([1, 2, 3], _list(_int(1, 16))),
         # Fractions of the data's image side (sides under 16 pixels are not searched).
         "resolutions": ([1.0, 0.75, 0.5], _list(_float(0.0, 1.0, low_inclusive=False))),
         "prune_ratios": ([0.0, 0.25, 0.5], _list(_float(0.0, 1.0, high_inclusive=False))),
@@ -236,8 +250,8 @@ SCHEMA = {
 
 # The config sections each stage's result depends on, beyond those of the stages before it.
 STAGE_SECTIONS = {
-    "data": ("dataset", "seed", "batch_size", "data"),
-    "baseline": ("baseline",),
+    "data": ("dataset", "task", "seed", "batch_size", "data"),
+    "baseline": ("baseline", "model"),
     "student": ("student",),
     "distill": ("distill",),
     "prune": ("prune",),
@@ -259,11 +273,23 @@ def defaults():
 
 
 def _check_dataset(value, source):
-    if isinstance(value, str) and (value in DATASET_NAMES or os.path.isdir(value)):
+    if isinstance(value, str) and (value in DATASET_NAMES or os.path.isdir(value) or (
+            value.endswith(".npz") and os.path.isfile(value))):
         return
     raise ConfigError(
-        f"{source}`dataset` must be one of {', '.join(DATASET_NAMES)} or an existing folder "
-        f"of class subfolders. Received: dataset={value!r}"
+        f"{source}`dataset` must be one of {', '.join(DATASET_NAMES)}, an existing folder "
+        f"of class subfolders or an existing .npz file of arrays (x_train, y_train, and "
+        f"optionally x_val, y_val, x_test, y_test). Received: dataset={value!r}"
+    )
+
+
+def _check_model(value, source):
+    if value is None or (isinstance(value, str) and value.endswith(".keras")
+                         and os.path.isfile(value)):
+        return
+    raise ConfigError(
+        f"{source}`model` must be null (train a baseline) or the path of an existing "
+        f"`.keras` file (a trained model of the Keras in use). Received: model={value!r}"
     )
 
 
@@ -309,6 +335,8 @@ def validate(config, source=""):
                 _check_value(f"{key}.{sub}", sub_value, spec[sub][1], source)
         elif key == "dataset":
             _check_dataset(value, source)
+        elif key == "model":
+            _check_model(value, source)
         else:
             _check_value(key, value, spec[1], source)
 
@@ -376,6 +404,11 @@ def resolve_stages(config):
         seconds = budget_module.parse_duration(config["search"]["time_budget"], "time_budget",
                                                "s")
         config["search"]["time_budget"] = int(seconds) if seconds.is_integer() else seconds
+    _check_task_budget(config)
+    if config.get("model") and list(config["stages"]) == list(CHAIN):
+        # The user's own model is the one to compress: it is pruned, quantized and exported
+        # itself (distilling from its unpruned self), not replaced by a fresh student.
+        config["stages"] = [s for s in CHAIN if s not in USER_MODEL_SKIPS]
     if "data" not in config["stages"]:
         config["stages"] = ["data", *config["stages"]]
     if search_enabled(config):
@@ -389,6 +422,21 @@ def resolve_stages(config):
     return config
 
 
+def _check_task_budget(config):
+    """A limit on the other task's measure is a contradiction, not a limit to ignore."""
+    limits = config["budget"]
+    if config["task"] == "regression" and limits.get("min_accuracy") is not None:
+        raise ConfigError(
+            "`budget.min_accuracy` (--min-accuracy) applies to classification; a regression "
+            "run is limited by `budget.max_rmse` (--max-rmse). Received: task='regression', "
+            f"min_accuracy={limits['min_accuracy']!r}")
+    if config["task"] == "classification" and limits.get("max_rmse") is not None:
+        raise ConfigError(
+            "`budget.max_rmse` (--max-rmse) applies to regression (--task regression); a "
+            "classification run is limited by `budget.min_accuracy` (--min-accuracy). "
+            f"Received: task='classification', max_rmse={limits['max_rmse']!r}")
+
+
 def search_enabled(config):
     """Whether the run searches under a budget instead of running the fixed chain."""
     return bool(config["search"]["enabled"]) or any(
@@ -398,6 +446,14 @@ def search_enabled(config):
 def budget_of(config):
     """The run's `Budget`."""
     return budget_module.Budget.from_dict(config["budget"])
+
+
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def stage_fingerprint(config, stage):
@@ -411,5 +467,11 @@ def stage_fingerprint(config, stage):
     # Which stages run upstream matters too (a student distilled or not).
     relevant = {key: config[key] for key in sections}
     relevant["stages"] = [s for s in config["stages"] if STAGES.index(s) <= STAGES.index(stage)]
+    # The user's files by content: a data file or model replaced under the same name is
+    # another run.
+    for key in ("dataset", "model"):
+        path = config.get(key)
+        if key in sections and isinstance(path, str) and os.path.isfile(path):
+            relevant[f"{key}_sha256"] = _file_digest(path)
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -30,6 +30,7 @@ from keras_dnnopt.visualization import overlay_heatmap
 LOSS_KEYS = ("loss",)
 ACCURACY_KEYS = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy", "acc")
 LEARNING_RATE_KEYS = ("learning_rate", "lr")
+RMSE_KEYS = ("rmse", "root_mean_squared_error")  # a regression run's middle panel
 MAX_GRID_COLUMNS = 32
 
 
@@ -138,7 +139,10 @@ def plot_training_curves(histories, save_path=None):
     figure, axes = new_figure("plot_training_curves", figsize=(8.0, 8.5), nrows=3, ncols=1)
     for ax in axes[1:]:
         ax.sharex(axes[0])
-    panels = (("loss", LOSS_KEYS), ("accuracy", ACCURACY_KEYS),
+    regression = not any(_first(h, ACCURACY_KEYS) for h in stages.values()) and any(
+        _first(h, RMSE_KEYS) for h in stages.values())
+    panels = (("loss", LOSS_KEYS),
+              ("RMSE", RMSE_KEYS) if regression else ("accuracy", ACCURACY_KEYS),
               ("learning rate", LEARNING_RATE_KEYS))
     colours = [f"C{i % 10}" for i in range(len(stages))]
     offset, drawn = 0, [False, False, False]
@@ -351,7 +355,8 @@ def pareto_front(points):
 
 
 def plot_pareto(trials, measure, budget=None, chosen=None, save_path=None):
-    """Plots the accuracy of a search's candidates against their file size or latency.
+    """Plots the accuracy (regression: the RMSE) of a search's candidates against their
+    file size or latency.
 
     Every trained candidate is a point (its validation accuracy at the fidelity it reached,
     larger markers for more epochs); the Pareto front of the full-fidelity candidates is
@@ -378,8 +383,12 @@ def plot_pareto(trials, measure, budget=None, chosen=None, save_path=None):
     require_matplotlib("plot_pareto")
     check_save_path(save_path)
     label, scale, limit_name = PARETO_MEASURES[measure]
+    # A regression search scores its candidates by RMSE, lower is better.
+    score = "val_accuracy" if any(row.get("val_accuracy") is not None for row in trials) \
+        else "val_rmse"
+    sign = 1.0 if score == "val_accuracy" else -1.0
     points = [row for row in trials
-              if row.get("val_accuracy") is not None and row.get(measure) is not None]
+              if row.get(score) is not None and row.get(measure) is not None]
     if not points:
         return None
     figure, axes = new_figure("plot_pareto", figsize=(6.5, 4.5))
@@ -388,26 +397,28 @@ def plot_pareto(trials, measure, budget=None, chosen=None, save_path=None):
     for fidelity in sorted({row["fidelity"] for row in points}):
         group = [row for row in points if row["fidelity"] == fidelity]
         ax.scatter([row[measure] * scale for row in group],
-                   [row["val_accuracy"] for row in group],
+                   [row[score] for row in group],
                    s=14 + 40 * fidelity / full, alpha=0.75,
                    label=f"{fidelity} epochs")
     finals = [row for row in points if row["fidelity"] == full]
-    front = pareto_front([(row[measure], row["val_accuracy"]) for row in finals])
+    front = pareto_front([(row[measure], sign * row[score]) for row in finals])
     if front:
         ax.step([finals[i][measure] * scale for i in front],
-                [finals[i]["val_accuracy"] for i in front], where="post", color="0.3",
+                [finals[i][score] for i in front], where="post", color="0.3",
                 linewidth=1.0, label="Pareto front (full training)")
     limits = budget.to_dict() if budget is not None else {}
     if limits.get(limit_name) is not None:
         ax.axvline(limits[limit_name] * scale, color="C3", linestyle="--", label="budget")
     if limits.get("min_accuracy") is not None:
         ax.axhline(limits["min_accuracy"], color="C3", linestyle=":", label="accuracy floor")
+    if limits.get("max_rmse") is not None:
+        ax.axhline(limits["max_rmse"], color="C3", linestyle=":", label="RMSE limit")
     picked = [row for row in points if row["key"] == chosen and row["fidelity"] == full]
     if picked:
-        ax.scatter([picked[0][measure] * scale], [picked[0]["val_accuracy"]], marker="*",
+        ax.scatter([picked[0][measure] * scale], [picked[0][score]], marker="*",
                    s=220, color="gold", edgecolors="black", zorder=5, label="chosen")
     ax.set_xlabel(label)
-    ax.set_ylabel("validation accuracy of the exported file")
+    ax.set_ylabel(f"validation {'accuracy' if sign > 0 else 'RMSE'} of the exported file")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     figure.tight_layout()

@@ -34,7 +34,18 @@ METRICS = (
     ("size_gzip_bytes", "Size gz", "bytes"),
     ("latency_ms", "Latency (ms)", "ms"),
 )
+# A regression run's table: its errors in the targets' units take the place of accuracy.
+REGRESSION_METRICS = (
+    ("rmse", "RMSE", "number"),
+    ("mae", "MAE", "number"),
+    ("r2", "R²", "number"),
+) + METRICS[2:]
 HEADERS = tuple(title for _, title, _ in METRICS) + ("Time (s)",)
+
+
+def metrics_of(task):
+    """The stage table's metrics for a card's `task` (classification when absent)."""
+    return REGRESSION_METRICS if task == "regression" else METRICS
 BASELINE = "baseline"
 DEFAULT_TITLE = "dnnopt report"
 # The usual plots, in report order, with their captions; any other key follows, captioned
@@ -187,7 +198,7 @@ def _rows(card):
             "seconds": _number(stage.get("seconds")),
             "artifact": stage.get("artifact"),
         }
-        standard = [key for key, _, _ in METRICS]
+        standard = [key for key, _, _ in metrics_of(card.get("task"))]
         for key in standard:
             row[key] = _number(metrics.get(key))
         extra = [key for key in metrics if key not in row]
@@ -203,14 +214,15 @@ def _summary(baseline, final):
     summary = {"baseline": baseline["name"] if baseline else None,
                "final": final["name"] if final else None,
                "size_ratio": None, "size_gzip_ratio": None, "accuracy_change": None,
-               "latency_ratio": None}
+               "latency_ratio": None, "rmse_ratio": None}
     if baseline is None or final is None:
         return summary
     summary["size_ratio"] = final["size_bytes_ratio"]
     summary["size_gzip_ratio"] = final["size_gzip_bytes_ratio"]
     summary["latency_ratio"] = final["latency_ms_ratio"]
-    if final["accuracy"] is not None and baseline["accuracy"] is not None:
+    if final.get("accuracy") is not None and baseline.get("accuracy") is not None:
         summary["accuracy_change"] = (final["accuracy"] - baseline["accuracy"]) * 100.0
+    summary["rmse_ratio"] = final.get("rmse_ratio")
     return summary
 
 
@@ -250,6 +262,8 @@ def format_value(value, kind):
         return f"{value:.3f}"
     if kind == "seconds":
         return f"{value:.1f}"
+    if kind == "number":
+        return f"{value:.4g}"
     return f"{value:g}"
 
 
@@ -292,6 +306,10 @@ def _sentence(summary, baseline, final):
         parts.append(f"{direction}{amount} accuracy "
                      f"({format_value(final['accuracy'], 'fraction')} vs "
                      f"{format_value(baseline['accuracy'], 'fraction')})")
+    if summary.get("rmse_ratio") is not None:
+        parts.append(f"has {summary['rmse_ratio']:.2f}x the baseline's test RMSE "
+                     f"({format_value(final['rmse'], 'number')} vs "
+                     f"{format_value(baseline['rmse'], 'number')})")
     if summary["latency_ratio"] is not None:
         parts.append(f"runs in {summary['latency_ratio']:.2f}x the baseline's LiteRT latency "
                      f"at batch 1 ({format_value(final['latency_ms'], 'ms')} ms vs "
@@ -386,19 +404,24 @@ def _search(search):
         raise ValueError("Argument `card` must hold `search` as a dict with a `trials` list. "
                          f"Received: card['search']={search!r}")
     rows = []
-    for row in search.get("trials", []):
+    trials = search.get("trials", [])
+    regression = any(row.get("val_rmse") is not None for row in trials) and not any(
+        row.get("val_accuracy") is not None for row in trials)
+    scores = (("val_rmse", "rmse", "number", "Val. RMSE", "Test RMSE") if regression else
+              ("val_accuracy", "accuracy", "fraction", "Val. accuracy", "Test accuracy"))
+    for row in trials:
         rows.append({**row, "cells": [
             row.get("describe") or row.get("key") or MISSING,
             format_value(row.get("fidelity"), "count"),
-            format_value(row.get("val_accuracy"), "fraction"),
-            format_value(row.get("accuracy"), "fraction"),
+            format_value(row.get(scores[0]), scores[2]),
+            format_value(row.get(scores[1]), scores[2]),
             format_value(row.get("macs"), "count"),
             format_value(row.get("size_bytes"), "bytes"),
             format_value(row.get("latency_ms"), "ms"),
             "chosen" if row.get("key") == search.get("chosen") else (
                 row.get("dropped") or "kept")]})
     return {**search, "trials": rows,
-            "headers": ["Candidate", "Epochs", "Val. accuracy", "Test accuracy", "MACs",
+            "headers": ["Candidate", "Epochs", scores[3], scores[4], "MACs",
                         "Size", "Latency (ms)", "Outcome"]}
 
 
@@ -493,9 +516,10 @@ class ReportData:
         seconds = _number(card.get("seconds"))
         config = card.get("config") or {}
         rows = []
+        metrics = metrics_of(card.get("task"))
         for row in stages:
             cells = [Cell(format_value(row[key], kind), _comparison(row, baseline, key, kind))
-                     for key, _, kind in METRICS]
+                     for key, _, kind in metrics]
             cells.append(Cell(format_value(row["seconds"], "seconds"), ""))
             rows.append(Row(
                 name=row["name"], title=row["title"], cells=tuple(cells),
@@ -530,7 +554,7 @@ class ReportData:
             heading=card.get("title") or DEFAULT_TITLE,
             total_time=None if seconds is None else format_value(seconds, "seconds"),
             sentence=_sentence(summary, baseline, final),
-            headers=HEADERS,
+            headers=tuple(title for _, title, _ in metrics) + ("Time (s)",),
             rows=tuple(rows),
             figures=figures,
             config_text=json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False),

@@ -191,6 +191,10 @@ def _metric_text(metrics, summary=""):
         parts.append(f"accuracy {metrics['accuracy']:.4f}")
     if metrics.get("f1_macro") is not None:
         parts.append(f"F1 {metrics['f1_macro']:.4f}")
+    if metrics.get("rmse") is not None:
+        parts.append(f"RMSE {metrics['rmse']:.4g}")
+    if metrics.get("mae") is not None:
+        parts.append(f"MAE {metrics['mae']:.4g}")
     if metrics.get("params") is not None:
         parts.append(f"{metrics['params']:,} params")
     if metrics.get("size_bytes") is not None:
@@ -247,7 +251,8 @@ def optimize(config, out_dir, force=False, overwrite=False, command=None, log=pr
         limits = budget.to_dict()
         config = {**config, "budget": {
             "max_size": limits["max_size"], "max_latency": limits["max_latency_ms"],
-            "max_macs": limits["max_macs"], "min_accuracy": limits["min_accuracy"]},
+            "max_macs": limits["max_macs"], "min_accuracy": limits["min_accuracy"],
+            "max_rmse": limits["max_rmse"]},
             "stages": list(config["stages"])}
         config = resolve_stages(config)
     _check_runnable(config)
@@ -256,6 +261,7 @@ def optimize(config, out_dir, force=False, overwrite=False, command=None, log=pr
         raise ValueError(f"Argument `out` must be a folder. Received: out={out_dir!r}, a file")
     if not (overwrite or force):
         _check_same_config(config, out_dir)
+    preloaded = _check_data_and_model(config, log)
     os.makedirs(out_dir, exist_ok=True)
     store = StageStore(out_dir, STAGES)
     store.clean_temporaries()
@@ -264,14 +270,42 @@ def optimize(config, out_dir, force=False, overwrite=False, command=None, log=pr
                {"config_hash": config_hash(config), "config": config})
     restore_determinism = _determinism()
     try:
-        return _optimize(config, store, force, command, log)
+        return _optimize(config, store, force, command, log, preloaded)
     finally:
         restore_determinism()
 
 
-def _optimize(config, store, force, command, log):
+def _check_data_and_model(config, log):
+    """Loads the user's data file (and model) before anything is written, so that a bad
+    array, a task that does not match the targets or a model that does not fit the data
+    is one error and the output folder of an earlier run stays as it was. Returns the
+    loaded dataset (None for the bundled and folder datasets, loaded by the data stage)."""
+    dataset = config["dataset"]
+    if not (config.get("model") or config["task"] == "regression"
+            or str(dataset).endswith(".npz")):
+        return None
+    probe = stage_module.Run(config, None, log=log)
+    try:
+        data = probe.dataset
+    except ValueError as error:
+        raise ConfigError(f"`dataset` {dataset!r}: {' '.join(str(error).split())}") from None
+    if config["task"] == "regression" and len(data.input_shape) != 1:
+        raise ConfigError(
+            "`task: regression` (--task regression) needs tabular data (`x` of rank 2, one "
+            "feature vector a sample, an MLP); image regression is not supported. Received: "
+            f"samples of shape {tuple(data.input_shape)} in dataset={dataset!r}")
+    if config.get("model"):
+        try:
+            stage_module.load_user_model(config["model"], data)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    return data
+
+
+def _optimize(config, store, force, command, log, preloaded=None):
     out_dir = store.out_dir
     run = stage_module.Run(config, store, log=log)
+    run._dataset = preloaded
 
     chosen = config["stages"]
     records = {}
@@ -396,8 +430,9 @@ def write_card(run, records, command, seconds):
                          if artifact else None),
             "metrics": record["metrics"],
         })
+    score = "rmse" if run.regression else "accuracy"
     final = next((s for s in reversed(list(records)) if records[s]["metrics"]
-                  and records[s]["metrics"].get("accuracy") is not None), None)
+                  and records[s]["metrics"].get(score) is not None), None)
     notes = []
     if "quantize" in records:
         extra = records["quantize"]["extra"]
@@ -407,20 +442,29 @@ def write_card(run, records, command, seconds):
             notes.append(f"Quantization route: quantization-aware training ({extra['scheme']}) "
                          f"through {route}; the int8 file uses the ranges learned in training.")
         else:
+            why = (f"`quantize.method: auto` chose it: {extra['reason']}" if extra.get("reason")
+                   else "`quantize.method: ptq`")
             notes.append("Quantization route: full-integer post-training quantization, "
-                         "calibrated at export (`quantize.method: ptq`).")
+                         f"calibrated at export ({why}).")
     final_stage = next((s for s in ("search", "export") if s in records
                         and records[s].get("artifact")), None)
     if final_stage is not None:
         _copy_final(run, final_stage, records[final_stage])
         notes.append(f"The deployable file: `{FINAL_TFLITE}`, exported from `{FINAL_KERAS}` "
-                     "(read it back with `keras_dnnopt.load_model`). Its inputs are normalised "
-                     "images (see the data section); the file's own input type and scale are "
-                     "in its signature.")
+                     "(read it back with `keras_dnnopt.load_model`). "
+                     + ("Its inputs are the data as given (your own model: no normalisation "
+                        "here)" if run.user_model else
+                        "Its inputs are normalised samples (see the data section)")
+                     + "; the file's own input type and scale are in its signature.")
     if "export" in records:
         agreement = records["export"]["extra"]["agreement"]
-        notes.append(f"The exported file agrees with its float Keras model on "
-                     f"{agreement['top1_agreement']:.1%} of the test images (top-1).")
+        if run.regression:
+            notes.append(f"The exported file's outputs differ from its float Keras model's by "
+                         f"at most {agreement['max_abs_diff']:.4g} (mean "
+                         f"{agreement['mean_abs_diff']:.4g}) on the test samples.")
+        else:
+            notes.append(f"The exported file agrees with its float Keras model on "
+                         f"{agreement['top1_agreement']:.1%} of the test images (top-1).")
     notes.append("Latencies are medians of LiteRT inferences at batch 1 on "
                  f"{run.config['export']['threads']} thread(s) of this machine "
                  f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores).")
@@ -437,6 +481,7 @@ def write_card(run, records, command, seconds):
         },
         "dataset": {k: v for k, v in dataset.items() if k != "class_names"},
         "config": run.config,
+        "task": run.task,
         "stages": stages,
         "final": final,
         "seconds": round(seconds, 1),
@@ -468,8 +513,8 @@ def _search_card(record):
     """The report's search section: the budget, the chosen and closest candidates, the
     binding limits and every candidate's row."""
     extra = record["extra"]
-    columns = ("key", "describe", "fidelity", "val_accuracy", "accuracy", "params", "macs",
-               "size_bytes", "latency_ms", "dropped")
+    columns = ("key", "describe", "fidelity", "val_accuracy", "accuracy", "val_rmse", "rmse",
+               "params", "macs", "size_bytes", "latency_ms", "dropped")
     return {
         "budget": extra["budget_text"], "limits": extra["budget"], "epochs": extra["epochs"],
         "chosen": extra["chosen"], "closest": extra["closest"], "binding": extra["binding"],
@@ -511,7 +556,7 @@ def _draw_plots(run, records, notes):
             if plot_module.plot_pareto(extra["trials"], measure, budget, extra["chosen"],
                                        save_path=path):
                 drawn[name] = _relative(path, out_dir)
-    if "export" in records:
+    if "export" in records and "confusion_matrix" in records["export"]["extra"]:
         extra = records["export"]["extra"]
         path = os.path.join(folder, "confusion.png")
         plot_confusion_matrix(np.asarray(extra["confusion_matrix"]),

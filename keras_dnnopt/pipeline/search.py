@@ -1,7 +1,8 @@
 """The `search` stage of `dnnopt optimize`: the most accurate model that meets a budget.
 
 The space (config section `search`): width multiplier, input resolution (where the data is
-large enough), structured channel-pruning ratio (`compression.prune_channels`), the
+large enough), for tabular data the depth of an MLP instead of a MobileNet, structured
+channel-pruning ratio (`compression.prune_channels`), the
 quantization of the exported file (int8 post-training, int8 quantization-aware training on
 either Keras, float16, dynamic range) and distillation from the baseline on or off.
 
@@ -18,9 +19,14 @@ How a budget is met (`budget.Budget`):
    (validation accuracy of their exported file) go on to three times as many epochs, and
    so on up to the full `search.epochs`. Each rung trains from scratch, so a result
    depends only on the candidate, its fidelity and the seed.
-3. The chosen model is the most accurate full-fidelity candidate whose file, measured again
-   after export, meets every limit. When none does, the report says which limit binds and
-   shows the closest candidate.
+3. The chosen model is the most accurate (regression: the lowest validation RMSE)
+   full-fidelity candidate whose file, measured again after export, meets every limit.
+   When none does, the report says which limit binds and shows the closest candidate. A
+   candidate whose file LiteRT cannot run is dropped with the interpreter's reason.
+
+With the user's own model (`model`), its architecture is kept: the space is its channel-
+pruning ratios, the quantizations and distillation (from its unpruned self), and each
+candidate starts from its trained weights (fine-tuned after pruning) instead of from scratch.
 
 Every finished trial is written to `trials.json` in the stage's folder as it ends: an
 interrupted search, run again, continues after its last finished trial.
@@ -51,33 +57,50 @@ MIN_RESOLUTION = 16
 
 
 class Candidate:
-    """One point of the search space."""
+    """One point of the search space. `depth` is an MLP's (tabular data; None for images),
+    `user` marks the user's own model (its width and resolution are its own)."""
 
-    FIELDS = ("alpha", "resolution", "prune_ratio", "quantization", "distill")
+    FIELDS = ("alpha", "resolution", "prune_ratio", "quantization", "distill", "depth",
+              "user")
 
-    def __init__(self, alpha, resolution, prune_ratio, quantization, distill):
+    def __init__(self, alpha, resolution, prune_ratio, quantization, distill, depth=None,
+                 user=False):
         self.alpha = float(alpha)
         self.resolution = int(resolution)
         self.prune_ratio = float(prune_ratio)
         self.quantization = quantization
         self.distill = bool(distill)
+        self.depth = None if depth is None else int(depth)
+        self.user = bool(user)
+
+    @property
+    def _shape_key(self):
+        if self.user:
+            return "user"
+        key = f"a{self.alpha:g}-r{self.resolution}"
+        return key if self.depth is None else f"{key}-d{self.depth}"
 
     @property
     def key(self):
-        return (f"a{self.alpha:g}-r{self.resolution}-p{self.prune_ratio:g}-"
+        return (f"{self._shape_key}-p{self.prune_ratio:g}-"
                 f"{self.quantization}-{'kd' if self.distill else 'nokd'}")
 
     @property
     def structure_key(self):
         """What fixes the exported file's size and latency (not its weights)."""
         kind = EXPORT_MODE[self.quantization]
-        return f"a{self.alpha:g}-r{self.resolution}-p{self.prune_ratio:g}-{kind}"
+        return f"{self._shape_key}-p{self.prune_ratio:g}-{kind}"
 
     def to_dict(self):
         return {field: getattr(self, field) for field in self.FIELDS}
 
     def describe(self):
-        parts = [f"alpha {self.alpha:g}", f"{self.resolution}px"]
+        if self.user:
+            parts = ["your model"]
+        elif self.depth is not None:
+            parts = [f"MLP width {self.alpha:g}x, {self.depth} hidden"]
+        else:
+            parts = [f"alpha {self.alpha:g}", f"{self.resolution}px"]
         if self.prune_ratio:
             parts.append(f"{self.prune_ratio:.0%} channels pruned")
         parts.append({"int8_ptq": "int8 PTQ", "int8_qat": "int8 QAT", "float16": "float16",
@@ -89,8 +112,11 @@ class Candidate:
 
 def resolutions(config, input_shape):
     """The input sides searched: `search.resolutions` of the data's side (fractions), kept
-    where they are at least `MIN_RESOLUTION` pixels; the data's own side always."""
+    where they are at least `MIN_RESOLUTION` pixels; the data's own side always. Tabular
+    data (one feature vector a sample) has one: its number of features."""
     side = int(input_shape[0])
+    if len(input_shape) == 1:
+        return [side]
     found = []
     for fraction in config["search"]["resolutions"]:
         value = int(round(side * fraction))
@@ -102,10 +128,26 @@ def resolutions(config, input_shape):
 def space(config, input_shape, has_teacher):
     """Every candidate of the configured space, in a fixed order."""
     cfg = config["search"]
-    distill = [d for d in cfg["distill"] if has_teacher or not d] or [False]
-    return [Candidate(a, r, p, q, d) for a, r, p, q, d in itertools.product(
-        cfg["alphas"], resolutions(config, input_shape), cfg["prune_ratios"],
-        cfg["quantizations"], sorted(set(distill), reverse=True))]
+    distill = sorted(set([d for d in cfg["distill"] if has_teacher or not d] or [False]),
+                     reverse=True)
+    if config.get("model"):
+        return [Candidate(1.0, int(input_shape[0]), p, q, d, user=True)
+                for p, q, d in itertools.product(cfg["prune_ratios"], cfg["quantizations"],
+                                                 distill)]
+    depths = cfg["depths"] if len(input_shape) == 1 else [None]
+    return [Candidate(a, r, p, q, d, depth) for a, depth, r, p, q, d in itertools.product(
+        cfg["alphas"], depths, resolutions(config, input_shape), cfg["prune_ratios"],
+        cfg["quantizations"], distill)]
+
+
+def score(row):
+    """A trial's objective, higher is better: its validation accuracy, or for regression
+    minus its validation RMSE; None before training."""
+    if row.get("val_accuracy") is not None:
+        return row["val_accuracy"]
+    if row.get("val_rmse") is not None:
+        return -row["val_rmse"]
+    return None
 
 
 def rung_epochs(full_epochs, eta, rungs):
@@ -119,6 +161,15 @@ def predicted_int8_bytes(params):
     """A first guess of an int8 file's size from its parameter count: one byte a weight
     plus TFLite's per-file overhead; the search measures the real file anyway."""
     return int(params + 8 * 1024)
+
+
+class _Reshaped:
+    """A dataset's description with another input shape (a candidate's resolution)."""
+
+    def __init__(self, data, input_shape):
+        self.__dict__.update({k: getattr(data, k) for k in (
+            "task", "num_classes", "num_outputs", "target_mean", "target_std")})
+        self.input_shape = tuple(input_shape)
 
 
 # ------------------------------------------------------------------------------- the stage
@@ -162,18 +213,25 @@ class _Search:
 
     def _input_shape(self, resolution):
         shape = list(self.data.input_shape)
+        if len(shape) == 1:
+            return tuple(shape)
         return (resolution, resolution, *shape[2:])
 
     # -- structures ---------------------------------------------------------------------
     def _build(self, candidate):
-        from keras_dnnopt.models import mobilenet_v1, mobilenet_v2, plain_cnn
+        from keras_dnnopt.pipeline.stages import build_model
 
-        builder = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
-                   "plain_cnn": plain_cnn}[self.cfg["architecture"]]
-        return builder(input_shape=self._input_shape(candidate.resolution),
-                       num_classes=self.data.num_classes, alpha=candidate.alpha,
-                       dropout=self.cfg["dropout"], batch_norm_momentum=0.9,
-                       name=f"candidate_{self.cfg['architecture']}")
+        if candidate.user:
+            # The user's trained model, its weights copied (the original stays untouched).
+            source = self.run.model_of("baseline")
+            model = keras.models.clone_model(source)
+            model.set_weights(source.get_weights())
+            return model
+        data = self.data
+        if candidate.resolution != int(data.input_shape[0]) and len(data.input_shape) > 1:
+            data = _Reshaped(data, self._input_shape(candidate.resolution))
+        return build_model(data, self.cfg["architecture"], candidate.alpha,
+                           self.cfg["dropout"], candidate.depth or 1, "candidate")
 
     def _pruned(self, model, ratio, data=None):
         from keras_dnnopt.compression import prune_channels
@@ -195,8 +253,10 @@ class _Search:
         keras.utils.set_random_seed(self.config["seed"])
         # Pruned as a trained candidate is (with data: removed channels' means become
         # biases, which adds bias tensors to the file).
-        model = self._pruned(self._build(candidate), candidate.prune_ratio,
-                             data=self._random_inputs(candidate))
+        from keras_dnnopt.pipeline.stages import deployable
+
+        model = deployable(self._pruned(self._build(candidate), candidate.prune_ratio,
+                                        data=self._random_inputs(candidate)))
         # Distinct values in every tensor, as after training: the converter stores equal
         # constant buffers once, so an untrained model (all batch-norm scales 1, all biases
         # 0) would make a smaller file than the trained candidate.
@@ -261,19 +321,15 @@ class _Search:
         return keras.Model(inputs, outputs, name="teacher_at_candidate_resolution")
 
     def _train(self, model, candidate, epochs, learning_rate, warmup, seed):
-        from keras_dnnopt.distillation import Distiller
         from keras_dnnopt.pipeline import stages
 
         trainee = model
         teacher = self._teacher(candidate.resolution) if candidate.distill else None
         if teacher is not None:
-            trainee = Distiller(teacher, model,
-                                temperature=self.config["distill"]["temperature"],
-                                alpha=self.config["distill"]["alpha"], from_logits=False)
+            trainee = stages.make_distiller(self.run, teacher, model)
         schedule = stages._schedule(self.run, learning_rate, epochs, warmup)
-        trainee.compile(optimizer=stages._optimizer("sgd", schedule),
-                        loss=keras.losses.SparseCategoricalCrossentropy(),
-                        metrics=["accuracy"])
+        trainee.compile(optimizer=stages._optimizer("sgd", schedule), loss=self.run.loss(),
+                        metrics=self.run.metrics())
         # Each trial's data order and augmentation come from its own seed.
         train = self._resize(stages._training_data(self.run, 0, epochs, seed=seed),
                              candidate.resolution)
@@ -283,7 +339,6 @@ class _Search:
     def evaluate(self, candidate, epochs, folder):
         """Trains, compresses and exports one candidate at `epochs`; measures its file."""
         from keras_dnnopt.compression import quantize
-        from keras_dnnopt.evaluation import evaluate_report
         from keras_dnnopt.export import save_model
         from keras_dnnopt.profiling import profile
 
@@ -291,12 +346,17 @@ class _Search:
         keras.utils.set_random_seed(seed)
         lr = self.cfg["learning_rate"]
         model = self._build(candidate)
-        self._train(model, candidate, epochs, lr, 1 if epochs > 1 else 0, seed)
+        if not candidate.user:  # the user's model comes trained
+            self._train(model, candidate, epochs, lr, 1 if epochs > 1 else 0, seed)
         calibration = self._arrays(self.data.x_train[:256], candidate.resolution)
         if candidate.prune_ratio:
             model = self._pruned(model, candidate.prune_ratio, data=calibration)
-            self._train(model, candidate, max(1, epochs // 2), lr * 0.2, 0, seed + 1)
-        float_model = model
+            # A pruned user model is fine-tuned for the rung's whole budget.
+            tune = epochs if candidate.user else max(1, epochs // 2)
+            self._train(model, candidate, tune, lr * 0.2, 0, seed + 1)
+        from keras_dnnopt.pipeline.stages import deployable
+
+        model = float_model = deployable(model)
         if candidate.quantization == "int8_qat":
             model = quantize(model, scheme="default")
             self._train(model, candidate, max(1, epochs // 4), lr * 0.05, 0, seed + 2)
@@ -305,14 +365,13 @@ class _Search:
         measured = self._export_and_time(model, candidate, path, calibration)
         validation = (self.data.validation if self.data.y_val is not None
                       and len(self.data.y_val) else self.data.test)
-        val_report = evaluate_report(path, self._resize(validation, candidate.resolution))
-        test_report = evaluate_report(path, self._resize(self.data.test, candidate.resolution))
+        val_report = self.run.report(path, self._resize(validation, candidate.resolution))
+        test_scores = self.run.scores(path, self._resize(self.data.test, candidate.resolution))
         found = profile(float_model)
         save_model(model, os.path.join(folder, CHOSEN_KERAS))
         keras.backend.clear_session()
-        return {"val_accuracy": float(val_report["accuracy"]),
-                "accuracy": float(test_report["accuracy"]),
-                "f1_macro": float(test_report["f1_macro"]),
+        key = "rmse" if self.run.regression else "accuracy"
+        return {f"val_{key}": float(val_report[key]), **test_scores,
                 "params": int(found.params), "macs": int(found.macs), **measured}
 
     # -- the loop -----------------------------------------------------------------------
@@ -358,12 +417,25 @@ class _Search:
                         continue
                     began = time.perf_counter()
                     folder = os.path.join(self.workdir, "trials", trial_key.replace("@", "_e"))
-                    result = self.evaluate(candidate, rung_epoch, folder)
+                    try:
+                        result = self.evaluate(candidate, rung_epoch, folder)
+                    except (ValueError, RuntimeError) as error:
+                        # A candidate whose file LiteRT cannot run (XNNPACK refuses an int8
+                        # file whose scales it cannot requantize, say) is out, with why;
+                        # the search goes on.
+                        keras.backend.clear_session()
+                        result = {"failed": " ".join(str(error).split())[-300:]}
                     result["seconds"] = round(time.perf_counter() - began, 2)
                     result["folder"] = os.path.relpath(folder, self.workdir)
                     self.state["trials"][trial_key] = result
                     self.save()
                 done += 1
+                if "failed" in result:
+                    rows[candidate.key].update(fidelity=rung_epoch,
+                                               dropped="failed: " + result["failed"])
+                    self.run.log(f"          trial {done}/{total_trials} ({rung_epoch} epochs) "
+                                 f"{candidate.describe()}: failed ({result['failed'][-120:]})")
+                    continue
                 self._progress(done, total_trials, candidate, rung_epoch, result)
                 rows[candidate.key].update({k: v for k, v in result.items()},
                                            fidelity=rung_epoch, dropped=None)
@@ -380,7 +452,7 @@ class _Search:
                         describe_violation(*b) for b in broken)
                 else:
                     ranked.append((candidate, result))
-            ranked.sort(key=lambda item: (-item[1]["val_accuracy"], item[1]["size_bytes"],
+            ranked.sort(key=lambda item: (-score(item[1]), item[1]["size_bytes"],
                                           item[0].key))
             if rung == len(epochs) - 1:
                 break
@@ -394,8 +466,10 @@ class _Search:
     def _progress(self, done, total, candidate, epochs, result):
         elapsed = time.perf_counter() - self.started
         eta = elapsed / done * (total - done) if done else 0.0
+        measured = (f"RMSE {result['val_rmse']:.4g}" if "val_rmse" in result
+                    else f"accuracy {result['val_accuracy']:.4f}")
         self.run.log(f"          trial {done}/{total} ({epochs} epochs) {candidate.describe()}: "
-                     f"accuracy {result['val_accuracy']:.4f} (validation), "
+                     f"{measured} (validation), "
                      f"{result['size_bytes'] / 1024:.1f} KiB, {result['latency_ms']:.3f} ms; "
                      f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
 
@@ -405,12 +479,12 @@ def choose(rows, budget, full_epochs):
     that meet the whole budget, accuracy on the test split), or None, and the closest row
     when nothing fits."""
     trained = [row for row in rows.values() if row.get("fidelity") == full_epochs
-               and row.get("val_accuracy") is not None]
+               and score(row) is not None]
     fitting = [row for row in trained if not budget.violations(row)]
-    key = (lambda row: (-row["val_accuracy"], row["size_bytes"], row["key"]))
+    key = (lambda row: (-score(row), row["size_bytes"], row["key"]))
     if fitting:
         return min(fitting, key=key), None
-    candidates = [row for row in rows.values() if row.get("val_accuracy") is not None] or [
+    candidates = [row for row in rows.values() if score(row) is not None] or [
         row for row in rows.values() if row.get("macs") is not None]
     if not candidates:
         return None, None
@@ -422,9 +496,11 @@ def choose(rows, budget, full_epochs):
                 total += 1.0
             elif name == "min_accuracy":
                 total += (limit - measured) / limit
+            elif name == "max_rmse":
+                total += (measured - limit) / limit
             else:
                 total += (measured - limit) / limit
-        return total, key(row) if row.get("val_accuracy") is not None else (0, 0, row["key"])
+        return total, key(row) if score(row) is not None else (0, 0, row["key"])
 
     return None, min(candidates, key=distance)
 
@@ -452,7 +528,7 @@ def search_stage(run, workdir):
     chosen, closest = choose(rows, budget, max(reached, default=epochs[-1]))
     trial_rows = sorted(rows.values(), key=lambda row: (
         row.get("fidelity") is None, -(row.get("fidelity") or 0),
-        -(row.get("val_accuracy") or 0.0), row["key"]))
+        -(score(row) if score(row) is not None else -math.inf), row["key"]))
     extra = {"budget": budget.to_dict(), "budget_text": budget.describe(),
              "epochs": epochs, "trials": trial_rows, "chosen": None, "closest": None,
              "binding": [], "out_of_time": search.out_of_time,
@@ -463,10 +539,10 @@ def search_stage(run, workdir):
         for name in (CHOSEN_KERAS, CHOSEN_TFLITE):
             shutil.copyfile(os.path.join(folder, name), os.path.join(workdir, name))
         extra["chosen"] = chosen["key"]
-        metrics = {key: chosen[key] for key in ("accuracy", "f1_macro", "params", "macs",
-                                                  "size_bytes", "size_gzip_bytes",
-                                                  "latency_ms")}
-        summary = (f"{chosen['describe']} ({chosen['fidelity']} epochs), the most accurate of "
+        scores = ("mse", "rmse", "mae", "r2") if run.regression else ("accuracy", "f1_macro")
+        metrics = {key: chosen[key] for key in (*scores, "params", "macs", "size_bytes",
+                                                  "size_gzip_bytes", "latency_ms")}
+        summary = (f"{chosen['describe']} ({chosen['fidelity']} epochs), the best of "
                    f"{extra['trained']} trials over {extra['space']} candidates meeting "
                    f"{budget.describe()}")
         return {"summary": summary, "metrics": metrics, "artifact": CHOSEN_TFLITE,

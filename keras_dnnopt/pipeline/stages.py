@@ -51,10 +51,30 @@ class Run:
         self.current_backup, self.current_epochs = None, None  # the training in progress
 
     @property
+    def task(self):
+        """`"classification"` or `"regression"`."""
+        return self.config["task"]
+
+    @property
+    def regression(self):
+        return self.config["task"] == "regression"
+
+    @property
+    def tabular(self):
+        """Whether each sample is a feature vector (an MLP's input), not an image."""
+        return len(self.dataset.input_shape) == 1
+
+    @property
+    def user_model(self):
+        """The path of the user's trained model (`model`), the baseline; or None."""
+        return self.config.get("model")
+
+    @property
     def augment_options(self):
-        """The training augmentation (`augmentation_layers` arguments), or False."""
+        """The training augmentation (`augmentation_layers` arguments), or False (also for
+        tabular data, which has no image to rotate)."""
         cfg = self.config["data"]
-        if not cfg["augment"]:
+        if not cfg["augment"] or self.tabular:
             return False
         augment = {"rotation": cfg["rotation"] or None, "zoom": cfg["zoom"] or None,
                    "translation": cfg["translation"] or None}
@@ -67,17 +87,19 @@ class Run:
             from keras_dnnopt.data import load_dataset
 
             cfg = self.config["data"]
-            augment = self.augment_options
+            # The stages train on `_training_data`, augmented there (`augment_options`).
+            # A user's own model sees the data as given, never normalised here.
             self._dataset = load_dataset(
                 self.config["dataset"],
                 validation_split=cfg["validation_split"],
                 test_split=cfg["test_split"],
                 batch_size=self.config["batch_size"],
-                normalize=cfg["normalize"],
-                augment=augment,
+                normalize=cfg["normalize"] and not self.user_model,
+                augment=False,
                 deduplicate=cfg["deduplicate"],
                 seed=self.config["seed"],
                 image_size=tuple(cfg["image_size"]),
+                task=self.config["task"],
             )
             if self._dataset.y_test is None or len(self._dataset.y_test) == 0:
                 raise ValueError("The dataset has no test split to evaluate on; set "
@@ -104,6 +126,8 @@ class Run:
     def gradcam_images(self):
         """The first few test images (raw, normalised) and labels the Grad-CAM plots use."""
         count = min(self.config["report"]["gradcam_images"], len(self.dataset.y_test))
+        if self.tabular or self.regression:
+            count = 0  # Grad-CAM explains a class score over an image
         raw = self.dataset.x_test[:count]
         return raw, self.normalized(raw), self.dataset.y_test[:count]
 
@@ -131,6 +155,46 @@ class Run:
     def teacher(self):
         return self.model_of("baseline") if "baseline" in self.config["stages"] else None
 
+    # -- the task ---------------------------------------------------------------------
+    def loss(self):
+        """The training loss: cross-entropy, or for regression the MSE in units of the
+        targets' variance (so one learning rate suits targets of any scale)."""
+        if self.regression:
+            return scaled_mse(self.dataset.target_std)
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    def metrics(self):
+        if self.regression:
+            return [keras.metrics.RootMeanSquaredError(name="rmse")]
+        return ["accuracy"]
+
+    def report(self, model, data):
+        """`evaluate_report` of a model or a `.tflite` path on `data` for the run's task."""
+        from keras_dnnopt.evaluation import evaluate_report
+
+        return evaluate_report(model, data, task=self.task)
+
+    def scores(self, model, data):
+        """The test metrics a stage records: accuracy and macro F1, or MSE/RMSE/MAE/R^2."""
+        report = self.report(model, data)
+        keys = ("mse", "rmse", "mae", "r2") if self.regression else ("accuracy", "f1_macro")
+        return {key: float(report.metrics[key]) for key in keys}
+
+
+def scaled_mse(target_std):
+    """The mean squared error divided by `target_std**2`, per sample: a Keras loss function
+    (the stages compile it; models are saved without it)."""
+    from keras_dnnopt.backend import tf
+
+    scale = 1.0 / float(target_std) ** 2
+
+    def loss(y_true, y_pred):
+        y_pred = tf.cast(y_pred, tf.float32)
+        y_true = tf.reshape(tf.cast(y_true, tf.float32), tf.shape(y_pred))
+        return tf.reduce_mean(tf.square(y_true - y_pred), axis=-1) * scale
+
+    return loss
+
 
 # -- shared helpers ---------------------------------------------------------------------
 
@@ -138,17 +202,42 @@ def _seed(run, offset):
     keras.utils.set_random_seed(run.config["seed"] * 100 + offset)
 
 
-def _build(run, section):
-    from keras_dnnopt.models import mobilenet_v1, mobilenet_v2, plain_cnn
+def build_model(data, architecture, alpha, dropout, depth, name):
+    """A fresh model for `data`: an MLP of `depth` hidden layers for tabular data (a
+    regression MLP outputs the targets in their own units), else `architecture`."""
+    from keras_dnnopt.models import mlp, mobilenet_v1, mobilenet_v2, plain_cnn
 
-    cfg = run.config[section]
-    data = run.dataset
+    if len(data.input_shape) == 1:
+        if data.task == "regression":
+            return mlp(data.input_shape, alpha=alpha, depth=depth, dropout=dropout,
+                       batch_norm_momentum=0.9, task="regression",
+                       num_outputs=data.num_outputs, target_mean=data.target_mean,
+                       target_std=data.target_std, name=f"{name}_mlp")
+        return mlp(data.input_shape, data.num_classes, alpha=alpha, depth=depth,
+                   dropout=dropout, batch_norm_momentum=0.9, name=f"{name}_mlp")
+    if data.task == "regression":
+        raise ValueError("`task: regression` is supported on tabular data (`x` of rank 2, "
+                         "an MLP); image regression is not. Received: images of shape "
+                         f"{tuple(data.input_shape)}")
     builder = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2,
-               "plain_cnn": plain_cnn}[cfg["architecture"]]
-    return builder(
-        input_shape=data.input_shape, num_classes=data.num_classes, alpha=cfg["alpha"],
-        dropout=cfg["dropout"], batch_norm_momentum=0.9, name=f"{section}_{cfg['architecture']}",
-    )
+               "plain_cnn": plain_cnn}[architecture]
+    return builder(input_shape=data.input_shape, num_classes=data.num_classes, alpha=alpha,
+                   dropout=dropout, batch_norm_momentum=0.9, name=f"{name}_{architecture}")
+
+
+def deployable(model):
+    """`model` as it is exported and quantized: a regression MLP's final `Rescaling`
+    folded into its last `Dense` (`models.fold_output_rescaling`: an int8 file would
+    otherwise end in a `MUL` that XNNPACK may refuse); any other model unchanged."""
+    from keras_dnnopt.models import fold_output_rescaling
+
+    return fold_output_rescaling(model)
+
+
+def _build(run, section):
+    cfg = run.config[section]
+    return build_model(run.dataset, cfg["architecture"], cfg["alpha"], cfg["dropout"],
+                       cfg["depth"], section)
 
 
 def _optimizer(name, schedule, weight_decay=0.0):
@@ -280,9 +369,7 @@ def _fit(run, trainee, epochs, optimizer, callbacks=(), loss=None, workdir=None)
     history = {}
     if start and os.path.isfile(history_path):
         history = {int(k): v for k, v in read_json(history_path).items() if int(k) < start}
-    trainee.compile(optimizer=optimizer,
-                    loss=loss or keras.losses.SparseCategoricalCrossentropy(),
-                    metrics=["accuracy"])
+    trainee.compile(optimizer=optimizer, loss=loss or run.loss(), metrics=run.metrics())
     run.current_backup, run.current_epochs = backup_dir, epochs
     if start >= epochs:
         run.log(f"          resuming after its last epoch (all {epochs} were finished)")
@@ -384,11 +471,22 @@ def backup_epoch(backup_dir):
     return 0
 
 
-def _distiller(run, student):
+def _distiller(run, student, teacher=None):
+    return make_distiller(run, run.teacher() if teacher is None else teacher, student)
+
+
+def make_distiller(run, teacher, student):
+    """Our `Distiller` for the run's task: soft targets at the configured temperature, or
+    for regression the student matched to the teacher's outputs (MSE in units of the
+    targets' variance)."""
     from keras_dnnopt.distillation import Distiller
 
-    return Distiller(run.teacher(), student, temperature=run.config["distill"]["temperature"],
-                     alpha=run.config["distill"]["alpha"], from_logits=False)
+    cfg = run.config["distill"]
+    if run.regression:
+        return Distiller(teacher, student, alpha=cfg["alpha"], from_logits=True,
+                         distillation_loss=scaled_mse(run.dataset.target_std))
+    return Distiller(teacher, student, temperature=cfg["temperature"], alpha=cfg["alpha"],
+                     from_logits=False)
 
 
 def _fine_tune(run, model, cfg, workdir, callbacks=()):
@@ -412,22 +510,19 @@ def _grad_cam(model, images):
 
 
 def _measure(run, model, workdir, with_accuracy=True):
-    """Accuracy and macro F1 on the test split, parameters and MACs, and the float TFLite
-    file's size and LiteRT latency at batch 1."""
-    from keras_dnnopt.evaluation import evaluate_report
+    """Accuracy and macro F1 (regression: MSE, RMSE, MAE, R^2) on the test split,
+    parameters and MACs, and the float TFLite file's size and LiteRT latency at batch 1."""
     from keras_dnnopt.export import benchmark_tflite, export_tflite, file_sizes
     from keras_dnnopt.profiling import profile
 
     metrics = {}
     if with_accuracy:
-        report = evaluate_report(model, run.dataset.test)
-        metrics["accuracy"] = report["accuracy"]
-        metrics["f1_macro"] = report["f1_macro"]
+        metrics.update(run.scores(model, run.dataset.test))
     model_profile = profile(model)
     metrics["params"] = int(model_profile.params)
     metrics["macs"] = int(model_profile.macs)
     path = os.path.join(workdir, FLOAT_TFLITE)
-    export_tflite(model, path)
+    export_tflite(deployable(model), path)
     sizes = file_sizes(path)
     metrics["size_bytes"] = int(sizes.size_bytes)
     metrics["size_gzip_bytes"] = int(sizes.gzipped_size_bytes)
@@ -466,8 +561,9 @@ def data_stage(run, workdir):
     dedup = data.dedup_report
     info = {
         "name": str(data.name),
+        "task": run.task,
         "input_shape": list(data.input_shape),
-        "num_classes": int(data.num_classes),
+        "num_classes": None if data.num_classes is None else int(data.num_classes),
         "class_names": [str(c) for c in data.class_names],
         "num_train": int(len(data.y_train)),
         "num_val": int(0 if data.y_val is None else len(data.y_val)),
@@ -478,9 +574,15 @@ def data_stage(run, workdir):
         "normalization": "per-channel mean and variance of the training split"
         if data.normalizer is not None else "none",
     }
+    kind = "samples of" if run.tabular else "images"
+    target = (f"{data.num_outputs} regression target(s)" if run.regression
+              else f"{info['num_classes']} classes")
+    if run.tabular:
+        info["normalization"] = ("per-feature mean and variance of the training split"
+                                 if data.normalizer is not None else "none")
+        info["augmentation"] = "none (tabular data)"
     summary = (f"{info['num_train']} train / {info['num_val']} validation / "
-               f"{info['num_test']} test images {tuple(info['input_shape'])}, "
-               f"{info['num_classes']} classes")
+               f"{info['num_test']} test {kind} {tuple(info['input_shape'])}, {target}")
     if info["duplicates_removed"] is not None:
         summary += f", {info['duplicates_removed']} duplicates removed"
     return {"summary": summary, "metrics": {}, "extra": {"dataset": info}}
@@ -494,7 +596,10 @@ def _augmentation_text(cfg):
 
 
 def baseline_stage(run, workdir):
-    """Trains the baseline (the teacher) with a warm-up cosine schedule."""
+    """Trains the baseline (the teacher) with a warm-up cosine schedule; or takes the user's
+    trained model (`model`) as it is."""
+    if run.user_model:
+        return _user_baseline(run, workdir)
     cfg = run.config["baseline"]
     _seed(run, 1)
     model = _build(run, "baseline")
@@ -508,6 +613,51 @@ def baseline_stage(run, workdir):
                        f"{cfg['schedule'].replace('_', ' ')} schedule (peak "
                        f"{cfg['learning_rate']:g})",
             "metrics": metrics, "history": history, "artifact": MODEL_FILE}
+
+
+def load_user_model(path, dataset):
+    """The user's trained `.keras` model, checked against the data: its input must take one
+    sample of `dataset` and its output give one score per class (or per target).
+
+    Raises:
+        ValueError: naming `model`, for a file that does not load (another Keras's, say)
+            or a model that does not fit the data.
+    """
+    from keras_dnnopt.export import load_model
+
+    try:
+        model = load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a foreign file
+        detail = " ".join(str(error).split())[:300] or type(error).__name__
+        raise ValueError(
+            f"`model` could not be loaded: {detail}. It must be a `.keras` file saved by the "
+            f"Keras in use ({'tf_keras' if USING_TF_KERAS else 'Keras 3'}; switch with "
+            f"TF_USE_LEGACY_KERAS=1). Received: model={path!r}") from None
+    expected_in = tuple(dataset.input_shape)
+    given_in = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if given_in != expected_in:
+        raise ValueError(
+            f"`model` takes inputs of shape {given_in}, but the data's samples have shape "
+            f"{expected_in}: give a model made for this data. Received: model={path!r}")
+    outputs = dataset.num_outputs if dataset.task == "regression" else dataset.num_classes
+    given_out = model.output_shape[1:] if not isinstance(model.output_shape, list) else None
+    if given_out is None or int(np.prod(given_out)) != outputs:
+        raise ValueError(
+            f"`model` outputs shape {given_out}, but the data has {outputs} "
+            f"{'targets' if dataset.task == 'regression' else 'classes'} (one output each, "
+            f"class probabilities for classification). Received: model={path!r}")
+    return model
+
+
+def _user_baseline(run, workdir):
+    model = load_user_model(run.user_model, run.dataset)
+    _save_model(model, workdir, run)
+    metrics = _measure(run, model, workdir)
+    return {"summary": f"your model {os.path.basename(run.user_model)} ({model.name}, "
+                       f"{metrics['params']:,} params), taken as trained, on the data as "
+                       "given (not normalised here)",
+            "metrics": metrics, "artifact": MODEL_FILE,
+            "extra": {"user_model": os.path.abspath(run.user_model)}}
 
 
 def student_stage(run, workdir):
@@ -587,30 +737,54 @@ def qat_route():
     return "native", "keras_dnnopt's native fake-quant layers, Keras 3"
 
 
+def qat_unfit_reason(run):
+    """Why `quantize.method: auto` takes post-training quantization instead of QAT here, or
+    None. TF-MOT's QAT (tf_keras) starts each activation range at [-6, 6] and moves it by a
+    slow moving average: a regression output in its targets' units (a mean of 150, say)
+    stays clipped through a few epochs of fine-tuning, so a regression run on tf_keras is
+    quantized after training, calibrated on the data."""
+    if USING_TF_KERAS and run.regression:
+        return ("TF-MOT's QAT starts its activation ranges at [-6, 6] and moves them slowly; "
+                "a regression output in its targets' units would stay clipped")
+    return None
+
+
 def quantize_stage(run, workdir):
-    """Quantization-aware training (tf_keras) or the set-up of full-integer PTQ."""
+    """Quantization-aware training (both Kerases) or the set-up of full-integer PTQ; with
+    `method: auto`, PTQ where QAT does not fit the model (`qat_unfit_reason`, or a layer
+    QAT cannot quantize), the reason in the summary."""
     from keras_dnnopt.compression import quantize
 
     cfg = run.config["quantize"]
     source_stage = run.latest_model_stage("quantize")
     method = quantize_method(run.config)
-    if method == "ptq":
+    reason = qat_unfit_reason(run) if cfg["method"] == "auto" else None
+    source = scheme = qat = None
+    if method == "qat" and reason is None:
+        _seed(run, 5)
+        source = run.model_of(source_stage)
+        # PQAT keeps the zeros of a pruned model through quantization-aware training.
+        scheme = "pqat" if source_stage == "prune" else "default"
+        try:
+            qat = quantize(deployable(source), scheme=scheme)
+        except ValueError as error:
+            if cfg["method"] != "auto":
+                raise
+            reason = "QAT cannot quantize this model: " + " ".join(str(error).split())[:300]
+    if method == "ptq" or reason is not None:
         export = run.config["export"]["quantization"]
+        why = f" (`method: auto`: {reason})" if reason else ""
         return {"summary": f"post-training quantization ({export}) of the {source_stage} model "
-                           f"at export, calibrated on {cfg['calibration_steps']} training batches",
-                "metrics": {}, "extra": {"method": "ptq", "source": source_stage}}
-    _seed(run, 5)
-    source = run.model_of(source_stage)
-    # PQAT keeps the zeros of a pruned model through quantization-aware training.
-    scheme = "pqat" if source_stage == "prune" else "default"
-    qat = quantize(source, scheme=scheme)
+                           f"at export, calibrated on {cfg['calibration_steps']} training "
+                           f"batches{why}",
+                "metrics": {}, "extra": {"method": "ptq", "source": source_stage,
+                                         "reason": reason}}
     history, distilled = _fine_tune(run, qat, cfg, workdir)
-    from keras_dnnopt.evaluation import evaluate_report
     from keras_dnnopt.pipeline.store import atomic_path
 
     with atomic_path(os.path.join(workdir, "qat.weights.h5")) as temp:
         qat.save_weights(temp)
-    report = evaluate_report(qat, run.dataset.test)
+    scores = run.scores(qat, run.dataset.test)
     _, images, _ = run.gradcam_images()
     _save_heatmaps(_grad_cam(qat, images), workdir)
     how = " with distillation" if distilled else ""
@@ -618,8 +792,7 @@ def quantize_stage(run, workdir):
     return {"summary": f"quantization-aware training ({scheme}, {route_words}) of the "
                        f"{source_stage} model{how}, {cfg['epochs']} epochs (accuracy of the "
                        f"fake-quantized model)",
-            "metrics": {"accuracy": report["accuracy"], "f1_macro": report["f1_macro"]},
-            "history": history, "artifact": "qat.weights.h5",
+            "metrics": scores, "history": history, "artifact": "qat.weights.h5",
             "extra": {"method": "qat", "scheme": scheme, "route": route, "source": source_stage}}
 
 
@@ -632,7 +805,6 @@ def _representative(run):
 
 def export_stage(run, workdir):
     """Exports the final model to TFLite and measures the file with LiteRT."""
-    from keras_dnnopt.evaluation import evaluate_report
     from keras_dnnopt.export import benchmark_tflite, compare_outputs, export_tflite, file_sizes
     from keras_dnnopt.profiling import profile
 
@@ -641,11 +813,11 @@ def export_stage(run, workdir):
                        if "quantize" in run.config["stages"] else None)
     source_stage = run.latest_model_stage("export")
     float_model = run.model_of(source_stage)
-    model = float_model
+    model = deployable(float_model)
     if quantize_record is not None and quantize_record["extra"]["method"] == "qat":
         from keras_dnnopt.compression import quantize
 
-        model = quantize(float_model, scheme=quantize_record["extra"]["scheme"])
+        model = quantize(model, scheme=quantize_record["extra"]["scheme"])
         model.load_weights(os.path.join(run.store.folder("quantize"), "qat.weights.h5"))
     quantization = cfg["quantization"]
     if quantize_record is None and quantization.startswith("int8"):
@@ -657,7 +829,7 @@ def export_stage(run, workdir):
     path = os.path.join(workdir, name)
     export_tflite(model, path, quantization=quantization, representative_data=representative,
                   calibration_steps=run.config["quantize"]["calibration_steps"])
-    report = evaluate_report(path, run.dataset.test)
+    report = run.report(path, run.dataset.test)
     sizes = file_sizes(path)
     latency = benchmark_tflite(path, threads=cfg["threads"], runs=cfg["latency_runs"])
     model_profile = profile(float_model)
@@ -666,8 +838,9 @@ def export_stage(run, workdir):
     from keras_dnnopt.export import save_model
 
     save_model(model, os.path.join(workdir, MODEL_FILE))
+    keys = ("mse", "rmse", "mae", "r2") if run.regression else ("accuracy", "f1_macro")
     metrics = {
-        "accuracy": report["accuracy"], "f1_macro": report["f1_macro"],
+        **{key: float(report[key]) for key in keys},
         "params": int(model_profile.params), "macs": int(model_profile.macs),
         "size_bytes": int(sizes.size_bytes), "size_gzip_bytes": int(sizes.gzipped_size_bytes),
         "latency_ms": float(latency.median_ms),
@@ -679,14 +852,19 @@ def export_stage(run, workdir):
     elif os.path.isfile(os.path.join(run.store.folder("quantize"), GRADCAM_FILE)):
         _save_heatmaps(np.load(os.path.join(run.store.folder("quantize"), GRADCAM_FILE)),
                        workdir)
+    if run.regression:
+        agreed = (f"largest difference from the float model's output "
+                  f"{agreement.max_abs_diff:.4g}, mean {agreement.mean_abs_diff:.4g}")
+        extra = {}
+    else:
+        agreed = f"top-1 agreement with the float model {agreement.top1_agreement:.1%}"
+        extra = {"confusion_matrix": np.asarray(report.confusion_matrix).tolist(),
+                 "class_names": [str(c) for c in report.class_names]}
     return {"summary": f"{quantization} TFLite file of the {source_stage} model"
-                       f"{quantization_note}, run with LiteRT "
-                       f"(top-1 agreement with the float model {agreement.top1_agreement:.1%})",
+                       f"{quantization_note}, run with LiteRT ({agreed})",
             "metrics": metrics, "artifact": name,
             "extra": {"quantization": quantization, "source": source_stage,
-                      "agreement": agreement.to_dict(),
-                      "confusion_matrix": np.asarray(report.confusion_matrix).tolist(),
-                      "class_names": [str(c) for c in report.class_names]}}
+                      "agreement": agreement.to_dict(), **extra}}
 
 
 STAGE_FUNCTIONS = {

@@ -234,6 +234,21 @@ def test_search_drops_what_cannot_fit_before_training_and_meets_the_budget(searc
     assert f'data-candidate="{chosen["key"]}" class="final"' in html
 
 
+def test_search_is_deterministic_under_the_seed(searched):
+    out, _, card, _, _, limit = searched
+    again = optimize(load_config(None, TINY), str(out / "again"), log=lambda _: None,
+                     budget=Budget(max_size=limit))
+    assert again["search"]["chosen"] == card["search"]["chosen"]
+
+    def results(folder):
+        state = json.loads((out / folder / "stages" / "8_search" / "trials.json").read_text())
+        # Everything but the clock: the time taken and the latency vary run to run.
+        return {key: {k: v for k, v in trial.items() if k not in ("seconds", "latency_ms")}
+                for key, trial in state["trials"].items()}
+
+    assert results("again") == results("tight")
+
+
 def test_search_result_is_a_loadable_keras_model_that_agrees_with_its_file(searched):
     from keras_dnnopt import load_model
     from keras_dnnopt.evaluation import evaluate_report

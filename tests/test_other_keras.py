@@ -132,6 +132,8 @@ ENTRY_POINTS = {
         lambda m, t: importlib.import_module("keras_dnnopt.export.saving").save_model(
             m, str(t / "m.keras"))],
     "keras_dnnopt.models.separable_variant": [lambda m, t: models.separable_variant(m)],
+    "keras_dnnopt.models.fold_output_rescaling": [
+        lambda m, t: models.fold_output_rescaling(m)],
     "keras_dnnopt.tuning.tune": [_tune],
     "keras_dnnopt.tuning.cross_validate": [
         lambda m, t: tuning.cross_validate(lambda: m, *_data(), k=2)],

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_dnnopt.backend import keras
+from keras_dnnopt.backend import check_model, keras
 
 
 def fold_output_rescaling(model):
@@ -25,13 +25,17 @@ def fold_output_rescaling(model):
         or `model` itself when it does not end in `Dense` -> `Rescaling` (scalar scale and
         offset, a `Dense` with a bias whose only consumer is the `Rescaling`).
 
+    Raises:
+        TypeError: if `model` is not a Keras model of the Keras in use.
+
     Example:
 
     >>> folded = fold_output_rescaling(regression_mlp)  # doctest: +SKIP
     >>> np.allclose(folded.predict(x), regression_mlp.predict(x), rtol=1e-5)  # doctest: +SKIP
     True
     """
-    if not isinstance(model, keras.Model) or len(model.layers) < 2:
+    check_model(model)
+    if len(model.layers) < 2:
         return model
     last = model.layers[-1]
     dense = model.layers[-2]

@@ -368,22 +368,112 @@ def test_remove_blocks_on_mobilenets_keeps_a_working_model(name, tmp_path):
                                smaller.predict(x, verbose=0), atol=1e-5)
 
 
+def identity_plain_cnn():
+    """Two plain (skip-free) shape-keeping blocks: `blk1` is exactly the identity on the
+    non-negative activations it reads (a 1x1 identity kernel and a ReLU), `blk2` is not."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="stem")(inputs)
+    y = keras.layers.Conv2D(4, 1, name="blk1_conv")(x)
+    y = keras.layers.ReLU(name="blk1_relu")(y)
+    y = keras.layers.Conv2D(4, 3, padding="same", name="blk2_conv")(y)
+    y = keras.layers.BatchNormalization(name="blk2_bn")(y)
+    y = keras.layers.ReLU(name="blk2_relu")(y)
+    y = keras.layers.Conv2D(6, 1, name="blk3_conv")(y)  # 4 -> 6 channels: not removable
+    outputs = keras.layers.Dense(10, name="logits")(keras.layers.GlobalAveragePooling2D()(y))
+    model = keras.Model(inputs, outputs, name="plain_cnn")
+    model.get_layer("blk1_conv").set_weights([np.eye(4, dtype="float32")[None, None],
+                                              np.zeros(4, "float32")])
+    return model
+
+
+def test_plain_blocks_are_found_and_an_identity_block_removed_exactly():
+    from keras_dnnopt.compression import removable_blocks, remove_blocks
+
+    model = identity_plain_cnn()
+    x = sample(model)
+    blocks = removable_blocks(model, criterion="output", data=x)
+    assert [(b.name, b.kind) for b in blocks] == [("blk1", "plain"), ("blk2", "plain")]
+    assert blocks[0].importance < 1e-6 < blocks[1].importance
+    assert set(blocks[0].layers) == {"blk1_conv", "blk1_relu"} and blocks[0].add is None
+    assert removable_blocks(model, kind="residual") == []
+    before = [w.copy() for w in model.get_weights()]
+    smaller = remove_blocks(model, n=1, criterion="output", data=x)
+    assert "blk1_conv" not in {layer.name for layer in smaller.layers}
+    assert smaller.count_params() == model.count_params() - blocks[0].params
+    np.testing.assert_allclose(smaller.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
+    both = remove_blocks(model, names=["blk1", "blk2"])  # neighbours removed together
+    assert {"blk1_conv", "blk2_conv", "blk2_bn"}.isdisjoint(
+        layer.name for layer in both.layers)
+    assert both.predict(x, verbose=0).shape == (len(x), 10)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_repeats_removes_mobilenet_v1s_five_512_blocks_the_shallow_mobilenet(tmp_path):
+    from keras_dnnopt.compression import removable_blocks, remove_blocks
+    from keras_dnnopt.models import mobilenet_v1
+
+    model = mobilenet_v1(input_shape=(32, 32, 3), num_classes=10, alpha=0.25)
+    blocks = removable_blocks(model, criterion="repeats")
+    # Shape-keeping: blocks 3, 5, 7-11 and 13; the five 512-filter blocks first.
+    assert sorted(b.name for b in blocks) == sorted(
+        ["block3", "block5", "block7", "block8", "block9", "block10", "block11", "block13"])
+    assert {b.name for b in blocks[:5]} == {f"block{i}" for i in range(7, 12)}
+    assert all(b.kind == "plain" for b in blocks)
+    shallow = remove_blocks(model, n=5, criterion="repeats")
+    gone = {f"block{i}" for i in range(7, 12)}
+    left = {layer.name.split("_")[0] for layer in shallow.layers}
+    assert not gone & left and {"block6", "block12", "block13"} <= left
+    found = profile(shallow)
+    assert found.params == model.count_params() - sum(b.params for b in blocks[:5])
+    assert found.macs < profile(model).macs
+    x = sample(model)
+    path = str(tmp_path / "shallow.keras")
+    shallow.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(x, verbose=0),
+                               shallow.predict(x, verbose=0), atol=1e-5)
+
+
+def test_keras_applications_mobilenet_plain_layers_are_removable():
+    from keras_dnnopt.compression import removable_blocks, remove_blocks
+
+    model = keras.applications.MobileNet(input_shape=(32, 32, 3), weights=None, alpha=0.25,
+                                         classes=10)
+    names = {b.name for b in removable_blocks(model, criterion="repeats")}
+    assert {"conv_dw_7", "conv_pw_7", "conv_pw_11"} <= names
+    assert "conv_pw_6" not in names  # 128 -> 256 channels
+    smaller = remove_blocks(model, names=["conv_dw_8", "conv_pw_8"])
+    x = sample(model)
+    assert smaller.predict(x, verbose=0).shape == (len(x), 10)
+    assert smaller.count_params() < model.count_params()
+
+
 def test_remove_blocks_bad_arguments():
     from keras_dnnopt.compression import remove_blocks
 
     model = residual_cnn()
     with pytest.raises(ValueError, match="exactly one of `n`.*Received: n=None, names=None"):
         remove_blocks(model)
-    with pytest.raises(ValueError, match=r"`n` must be an int from 0 to .* 2 .* Received: n=3"):
-        remove_blocks(model, n=3)
-    with pytest.raises(ValueError, match=r"'fc', not a removable residual block .* "
-                                         r"Removable blocks: res"):
+    # Two residual blocks and the squeeze-and-excitation block (shape-keeping, plain).
+    with pytest.raises(ValueError, match=r"`n` must be an int from 0 to .* 3 .* Received: n=4"):
+        remove_blocks(model, n=4)
+    with pytest.raises(ValueError, match=r"`n` must be an int from 0 to the number of "
+                                         r"removable residual .* 2 .* Received: n=3"):
+        remove_blocks(model, n=3, kind="residual")
+    with pytest.raises(ValueError, match=r"'fc', not a removable block .* "
+                                         r"Removable blocks: se, res"):
         remove_blocks(model, names=["fc"])
     with pytest.raises(ValueError, match=r"`data` is needed for criterion='output'"):
         remove_blocks(model, n=1, criterion="output")
     with pytest.raises(ValueError, match=r"`criterion` must be one of 'output', 'bn_gamma', "
-                                         r"'l1'\. Received: criterion='gamma'"):
+                                         r"'l1', 'repeats'\. Received: criterion='gamma'"):
         remove_blocks(model, n=1, criterion="gamma")
+    with pytest.raises(ValueError, match=r"`kind` must be one of 'any', 'residual', 'plain'\."
+                                         r" Received: kind='skip'"):
+        remove_blocks(model, n=1, kind="skip")
+    with pytest.raises(ValueError, match=r"removable plain blocks of 'residual_cnn', 1 \(se\)"):
+        remove_blocks(model, n=2, kind="plain")
 
 
 # ---------------------------------------------------------------- training toward pruning

@@ -126,6 +126,20 @@ def test_export_float_modes_match_the_model(saved_model, tmp_path, capsys, mode,
     assert np.max(np.abs(actual - expected)) < tolerance
 
 
+def test_export_strip_names_writes_the_same_model_in_fewer_bytes(saved_model, tmp_path,
+                                                                 capsys):
+    from keras_dnnopt.export import TFLiteModel
+
+    named, bare = tmp_path / "named.tflite", tmp_path / "bare.tflite"
+    assert main(["export", str(saved_model), str(named)]) == 0
+    assert main(["export", str(saved_model), str(bare), "--strip-names"]) == 0
+    assert "tensor names left out" in capsys.readouterr().out
+    assert bare.stat().st_size < named.stat().st_size
+    x = _digits(16)
+    np.testing.assert_array_equal(TFLiteModel(str(bare)).predict(x),
+                                  TFLiteModel(str(named)).predict(x))
+
+
 def test_export_int8_calibrates_on_a_dataset_and_evaluates(saved_model, tmp_path, capsys):
     from keras_dnnopt.data import load_dataset
     from keras_dnnopt.export import TFLiteModel

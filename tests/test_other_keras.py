@@ -120,6 +120,8 @@ ENTRY_POINTS = {
         lambda m, t: compression.remove_blocks(m, n=0)],
     "keras_dnnopt.compression.residual_blocks": [
         lambda m, t: compression.residual_blocks(m)],
+    "keras_dnnopt.compression.removable_blocks": [
+        lambda m, t: compression.removable_blocks(m, criterion="repeats")],
     "keras_dnnopt.compression.with_channel_sparsity": [
         lambda m, t: compression.with_channel_sparsity(m)],
     "keras_dnnopt.compression.prune_channels_iteratively": [

@@ -180,7 +180,7 @@ TINY = {
     "export": {"latency_runs": 3},
     "quantize": {"calibration_steps": 2},
     "report": {"gradcam_images": 0},
-    "search": {"alphas": [0.1], "prune_ratios": [0.0, 0.5],
+    "search": {"alphas": [0.1], "prune_ratios": [0.0, 0.5], "removed_blocks": [0],
                "quantizations": ["int8_ptq", "float16"], "distill": [False],
                "trials": 4, "epochs": 2, "rungs": 2, "eta": 2},
 }
@@ -226,6 +226,9 @@ def test_search_drops_what_cannot_fit_before_training_and_meets_the_budget(searc
     trained = json.loads((out / "tight" / "stages" / "8_search" / "trials.json").read_text())
     assert sorted(key.split("@")[1] for key in trained["trials"]) == ["1", "1", "2"]
     assert sum("trial " in line and "ETA" in line for line in lines) == 3
+    # The progress bar fills up over the trials.
+    bars = [line.split("]")[0].split("[")[-1] for line in lines if "ETA" in line]
+    assert [bar.count("#") for bar in bars] == [7, 13, 20] and all(len(b) == 20 for b in bars)
     # The report shows the search: its table, the Pareto plots, the budget.
     assert {"pareto_size", "pareto_latency"} <= set(card["plots"])
     report = (out / "tight" / "report.md").read_text()
@@ -284,6 +287,51 @@ def test_nothing_fits_names_the_binding_limit_and_exits_3(searched, capsys):
                    str(target / "config.yaml")])
     assert status == 3
     assert "no candidate meets the budget" in capsys.readouterr().err
+
+
+def test_removed_blocks_and_stripped_names_reach_a_budget_the_full_depth_cannot(tmp_path):
+    """The 13-block MobileNet cannot fit; the one without its 8 shape-keeping blocks (the
+    structure known before training) can, and a size budget leaves the tensor names out
+    of its file."""
+    from keras_dnnopt.compression import remove_blocks
+    from keras_dnnopt.export import TFLiteModel
+    from keras_dnnopt.models import mobilenet_v1
+    from keras_dnnopt.profiling import profile
+
+    full = mobilenet_v1(input_shape=(8, 8, 1), num_classes=10, alpha=0.1)
+    shallow = remove_blocks(full, n=8, criterion="repeats")
+    config = load_config(None, {
+        **TINY, "budget": {"max_macs": (profile(full).macs + profile(shallow).macs) // 2},
+        "search": {**TINY["search"], "removed_blocks": [0, 8, 20], "prune_ratios": [0.0],
+                   "quantizations": ["int8_ptq"], "trials": 2, "epochs": 4, "rungs": 1}})
+    lines = []
+    card = optimize(config, str(tmp_path), log=lines.append)
+    rows = {row["key"]: row for row in card["search"]["trials"]}
+    # 20 blocks is more than the model has: left out, with why.
+    assert set(rows) == {"a0.1-r8-p0-int8_ptq-nokd", "a0.1-r8-b8-p0-int8_ptq-nokd"}
+    assert any("left out" in line and "8 removable blocks" in line for line in lines)
+    assert rows["a0.1-r8-p0-int8_ptq-nokd"]["dropped"].startswith("cannot fit before")
+    chosen = rows[card["search"]["chosen"]]
+    assert chosen["key"] == "a0.1-r8-b8-p0-int8_ptq-nokd"
+    assert "8 blocks removed" in chosen["describe"]
+    # Its MACs were known before training: the structure's profile.
+    assert chosen["macs"] == profile(shallow).macs
+    assert chosen["accuracy"] > 0.5  # a few epochs of a real model on digits (10 classes)
+    final = tmp_path / "model.tflite"
+    # No size budget: the file keeps its tensor names (`export.strip_names` unset).
+    assert b"block1_pointwise" in final.read_bytes()
+
+    sized = load_config(None, {
+        **TINY, "budget": {"max_size": "1GB"},
+        "search": {**TINY["search"], "removed_blocks": [8], "prune_ratios": [0.0],
+                   "quantizations": ["int8_ptq"], "trials": 1, "epochs": 1, "rungs": 1}})
+    card = optimize(sized, str(tmp_path / "sized"), log=lambda _: None)
+    content = (tmp_path / "sized" / "model.tflite").read_bytes()
+    assert b"block1_pointwise" not in content  # a size budget strips them
+    row = next(r for r in card["search"]["trials"] if r["key"] == card["search"]["chosen"])
+    assert row["size_bytes"] == len(content)
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    assert TFLiteModel(str(tmp_path / "sized" / "model.tflite")).predict(x).shape == (4, 10)
 
 
 def test_an_interrupted_search_continues_after_its_last_finished_trial(tmp_path, monkeypatch):

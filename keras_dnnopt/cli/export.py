@@ -74,6 +74,9 @@ def add_parser(sub):
     exp.add_argument("--evaluate", action="store_true",
                      help="print the LiteRT accuracy and loss of the file (and the Keras "
                           "model's accuracy) on the labelled --data")
+    exp.add_argument("--strip-names", action="store_true",
+                     help="leave the tensor names out of the file: same ops and outputs, "
+                          "fewer bytes (the signature is kept)")
     exp.add_argument("--json", action="store_true", help="print the result as JSON")
     return exp
 
@@ -214,7 +217,8 @@ def run(args):
         calibration, labelled, description = _export_data(args, model)
     result = export_tflite(model, args.output, quantization=args.quantization,
                            representative_data=calibration if int8 else None,
-                           calibration_steps=args.calibration_steps)
+                           calibration_steps=args.calibration_steps,
+                           strip_names=args.strip_names)
     evaluation = None
     if args.evaluate:
         if labelled is None:
@@ -235,6 +239,8 @@ def run(args):
     print(f"  gzipped: {result.gzipped_size_bytes:,} bytes ({ratio:.2f}x smaller)")
     if result.stripped:
         print(f"  removed training wrappers: {', '.join(result.stripped)}")
+    if result.names_stripped:
+        print("  tensor names left out (--strip-names)")
     if evaluation is not None:
         keras_text = ("" if evaluation["keras_accuracy"] is None
                       else f" (Keras model: {evaluation['keras_accuracy']:.4f})")

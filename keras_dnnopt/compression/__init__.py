@@ -7,7 +7,8 @@
 - `prune_channels(model, ratio | target_macs, ...)`: structured pruning, whole channels
   removed along a dependency graph (a smaller, faster plain model);
   `channel_pruning_plan` gives the decision and the predicted counts first;
-  `remove_blocks(model, n | names)`: whole residual blocks removed;
+  `remove_blocks(model, n | names)`: whole blocks removed (identity-skip residual
+  blocks, shape-keeping plain blocks; `removable_blocks` lists them);
   `with_channel_sparsity` (network slimming, `GroupLasso`) and
   `prune_channels_iteratively` (prune, fine-tune with distillation, repeat).
 """
@@ -27,7 +28,9 @@ __all__ = [
 # Quantization-aware training (tf_keras, TF-MOT), the collaborative schemes (PQAT, CQAT,
 # PCQAT) and weight clustering (TF-MOT on tf_keras, native on Keras 3).
 from keras_dnnopt.compression.block_pruning import (  # noqa: E402
+    Block,
     ResidualBlock,
+    removable_blocks,
     remove_blocks,
     residual_blocks,
 )
@@ -53,6 +56,7 @@ __all__ += [
     "CENTROID_INITIALIZATIONS",
     "QUANTIZE_SCHEMES",
     "ChannelPruningPlan",
+    "Block",
     "GroupLasso",
     "ResidualBlock",
     "channel_pruning_plan",
@@ -60,6 +64,7 @@ __all__ += [
     "prune_channels",
     "prune_channels_iteratively",
     "quantize",
+    "removable_blocks",
     "remove_blocks",
     "residual_blocks",
     "strip_clustering",

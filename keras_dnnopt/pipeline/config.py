@@ -205,6 +205,9 @@ SCHEMA = {
         "quantization": ("int8_full", _choice(*EXPORT_QUANTIZATIONS)),
         "latency_runs": (100, _int(1)),
         "threads": (1, _int(1)),
+        # Leave the tensor names out of the .tflite (`export_tflite(strip_names=True)`):
+        # same ops and outputs, fewer bytes. None: only when `budget.max_size` is set.
+        "strip_names": (None, _optional(_BOOL)),
     },
     "report": {
         "gradcam_images": (4, _int(0, 16)),
@@ -233,6 +236,11 @@ SCHEMA = {
         # Fractions of the data's image side (sides under 16 pixels are not searched).
         "resolutions": ([1.0, 0.75, 0.5], _list(_float(0.0, 1.0, low_inclusive=False))),
         "prune_ratios": ([0.0, 0.25, 0.5], _list(_float(0.0, 1.0, high_inclusive=False))),
+        # Whole blocks removed (`compression.remove_blocks`): a fresh model loses them
+        # before training (criterion "repeats", known exactly in advance), your `--model`
+        # the least important on the data (criterion "output"). Tabular data: not used
+        # (its MLP depth is searched).
+        "removed_blocks": ([0, 4], _list(_int(0, 64))),
         "quantizations": (["int8_ptq", "int8_qat", "float16"],
                           _list(_choice(*SEARCH_QUANTIZATIONS))),
         "distill": ([True, False], _list(_BOOL)),

@@ -56,15 +56,20 @@ EXPORT_MODE = {"int8_ptq": "int8_full", "int8_qat": "int8_full", "float16": "flo
 MIN_RESOLUTION = 16
 
 
+class _Unbuildable(ValueError):
+    """A point of the space that is no model (more blocks removed than it has)."""
+
+
 class Candidate:
     """One point of the search space. `depth` is an MLP's (tabular data; None for images),
-    `user` marks the user's own model (its width and resolution are its own)."""
+    `user` marks the user's own model (its width and resolution are its own), `blocks` is
+    the number of whole blocks removed (`compression.remove_blocks`)."""
 
     FIELDS = ("alpha", "resolution", "prune_ratio", "quantization", "distill", "depth",
-              "user")
+              "user", "blocks")
 
     def __init__(self, alpha, resolution, prune_ratio, quantization, distill, depth=None,
-                 user=False):
+                 user=False, blocks=0):
         self.alpha = float(alpha)
         self.resolution = int(resolution)
         self.prune_ratio = float(prune_ratio)
@@ -72,13 +77,17 @@ class Candidate:
         self.distill = bool(distill)
         self.depth = None if depth is None else int(depth)
         self.user = bool(user)
+        self.blocks = int(blocks)
 
     @property
     def _shape_key(self):
         if self.user:
-            return "user"
-        key = f"a{self.alpha:g}-r{self.resolution}"
-        return key if self.depth is None else f"{key}-d{self.depth}"
+            key = "user"
+        else:
+            key = f"a{self.alpha:g}-r{self.resolution}"
+            key = key if self.depth is None else f"{key}-d{self.depth}"
+        # (Keys without removed blocks are those of the first releases: their trials resume.)
+        return f"{key}-b{self.blocks}" if self.blocks else key
 
     @property
     def key(self):
@@ -101,6 +110,8 @@ class Candidate:
             parts = [f"MLP width {self.alpha:g}x, {self.depth} hidden"]
         else:
             parts = [f"alpha {self.alpha:g}", f"{self.resolution}px"]
+        if self.blocks:
+            parts.append(f"{self.blocks} block{'s' if self.blocks > 1 else ''} removed")
         if self.prune_ratio:
             parts.append(f"{self.prune_ratio:.0%} channels pruned")
         parts.append({"int8_ptq": "int8 PTQ", "int8_qat": "int8 QAT", "float16": "float16",
@@ -130,14 +141,18 @@ def space(config, input_shape, has_teacher):
     cfg = config["search"]
     distill = sorted(set([d for d in cfg["distill"] if has_teacher or not d] or [False]),
                      reverse=True)
+    blocks = sorted(set(cfg["removed_blocks"]))
     if config.get("model"):
-        return [Candidate(1.0, int(input_shape[0]), p, q, d, user=True)
-                for p, q, d in itertools.product(cfg["prune_ratios"], cfg["quantizations"],
-                                                 distill)]
-    depths = cfg["depths"] if len(input_shape) == 1 else [None]
-    return [Candidate(a, r, p, q, d, depth) for a, depth, r, p, q, d in itertools.product(
-        cfg["alphas"], depths, resolutions(config, input_shape), cfg["prune_ratios"],
-        cfg["quantizations"], distill)]
+        return [Candidate(1.0, int(input_shape[0]), p, q, d, user=True, blocks=b)
+                for b, p, q, d in itertools.product(blocks, cfg["prune_ratios"],
+                                                    cfg["quantizations"], distill)]
+    tabular = len(input_shape) == 1
+    depths = cfg["depths"] if tabular else [None]
+    blocks = [0] if tabular else blocks  # an MLP's depth is searched instead
+    return [Candidate(a, r, p, q, d, depth, blocks=b)
+            for a, depth, r, b, p, q, d in itertools.product(
+                cfg["alphas"], depths, resolutions(config, input_shape), blocks,
+                cfg["prune_ratios"], cfg["quantizations"], distill)]
 
 
 def score(row):
@@ -226,12 +241,31 @@ class _Search:
             source = self.run.model_of("baseline")
             model = keras.models.clone_model(source)
             model.set_weights(source.get_weights())
-            return model
+            # Its least important blocks on the data (the same samples for the probe and
+            # the trial, so both remove the same blocks).
+            return self._without_blocks(model, candidate, "output", self._arrays(
+                self.data.x_train[:256], candidate.resolution))
         data = self.data
         if candidate.resolution != int(data.input_shape[0]) and len(data.input_shape) > 1:
             data = _Reshaped(data, self._input_shape(candidate.resolution))
-        return build_model(data, self.cfg["architecture"], candidate.alpha,
-                           self.cfg["dropout"], candidate.depth or 1, "candidate")
+        model = build_model(data, self.cfg["architecture"], candidate.alpha,
+                            self.cfg["dropout"], candidate.depth or 1, "candidate")
+        # A fresh model loses its blocks before training, by structure alone (the longest
+        # run of same-shape blocks first: MobileNetV1's 512-filter blocks, the paper's
+        # shallow MobileNet), so its size and MACs are known before it is trained.
+        return self._without_blocks(model, candidate, "repeats", None)
+
+    @staticmethod
+    def _without_blocks(model, candidate, criterion, data):
+        from keras_dnnopt.compression import removable_blocks, remove_blocks
+
+        if not candidate.blocks:
+            return model
+        available = len(removable_blocks(model, criterion="bn_gamma"))
+        if candidate.blocks > available:
+            raise _Unbuildable(f"{candidate.blocks} blocks removed: the model has "
+                               f"{available} removable blocks")
+        return remove_blocks(model, n=candidate.blocks, criterion=criterion, data=data)
 
     def _pruned(self, model, ratio, data=None):
         from keras_dnnopt.compression import prune_channels
@@ -285,11 +319,13 @@ class _Search:
 
     def _export_and_time(self, model, candidate, path, representative):
         from keras_dnnopt.export import benchmark_tflite, export_tflite, file_sizes
+        from keras_dnnopt.pipeline.stages import strip_names
 
         mode = EXPORT_MODE[candidate.quantization]
         export_tflite(model, path, quantization=mode,
                       representative_data=representative if mode == "int8_full" else None,
-                      calibration_steps=self.config["quantize"]["calibration_steps"])
+                      calibration_steps=self.config["quantize"]["calibration_steps"],
+                      strip_names=strip_names(self.run))
         sizes = file_sizes(path)
         cfg = self.config["export"]
         latency = benchmark_tflite(path, threads=cfg["threads"], runs=cfg["latency_runs"])
@@ -349,9 +385,10 @@ class _Search:
         if not candidate.user:  # the user's model comes trained
             self._train(model, candidate, epochs, lr, 1 if epochs > 1 else 0, seed)
         calibration = self._arrays(self.data.x_train[:256], candidate.resolution)
-        if candidate.prune_ratio:
+        if candidate.prune_ratio or (candidate.user and candidate.blocks):
             model = self._pruned(model, candidate.prune_ratio, data=calibration)
-            # A pruned user model is fine-tuned for the rung's whole budget.
+            # A pruned user model (or one without some blocks) is fine-tuned for the
+            # rung's whole budget.
             tune = epochs if candidate.user else max(1, epochs // 2)
             self._train(model, candidate, tune, lr * 0.2, 0, seed + 1)
         from keras_dnnopt.pipeline.stages import deployable
@@ -386,8 +423,13 @@ class _Search:
         candidates = space(self.config, self.data.input_shape, has_teacher)
         rows = {}
         feasible = []
-        for candidate in candidates:
-            reason = self.infeasible(candidate)
+        for candidate in list(candidates):
+            try:
+                reason = self.infeasible(candidate)
+            except _Unbuildable as error:
+                # More blocks removed than the model has: not a candidate (said once).
+                self.run.log(f"          left out {candidate.describe()}: {error}")
+                continue
             rows[candidate.key] = {"candidate": candidate.to_dict(), "key": candidate.key,
                                    "describe": candidate.describe(),
                                    **self.state["structures"][candidate.structure_key],
@@ -468,7 +510,11 @@ class _Search:
         eta = elapsed / done * (total - done) if done else 0.0
         measured = (f"RMSE {result['val_rmse']:.4g}" if "val_rmse" in result
                     else f"accuracy {result['val_accuracy']:.4f}")
-        self.run.log(f"          trial {done}/{total} ({epochs} epochs) {candidate.describe()}: "
+        # A bar in each line (not a redrawn one: the log is also the run's text file).
+        filled = int(round(20 * done / total)) if total else 20
+        bar = "[" + "#" * filled + "." * (20 - filled) + "]"
+        self.run.log(f"          {bar} trial {done}/{total} ({epochs} epochs) "
+                     f"{candidate.describe()}: "
                      f"{measured} (validation), "
                      f"{result['size_bytes'] / 1024:.1f} KiB, {result['latency_ms']:.3f} ms; "
                      f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")

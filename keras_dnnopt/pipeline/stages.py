@@ -234,6 +234,13 @@ def deployable(model):
     return fold_output_rescaling(model)
 
 
+def strip_names(run):
+    """Whether the run's `.tflite` files leave out their tensor names: `export.strip_names`,
+    or by default only under a size budget (where every byte counts)."""
+    value = run.config["export"]["strip_names"]
+    return run.config["budget"]["max_size"] is not None if value is None else bool(value)
+
+
 def _build(run, section):
     cfg = run.config[section]
     return build_model(run.dataset, cfg["architecture"], cfg["alpha"], cfg["dropout"],
@@ -828,7 +835,8 @@ def export_stage(run, workdir):
     name = f"model_{quantization}.tflite"
     path = os.path.join(workdir, name)
     export_tflite(model, path, quantization=quantization, representative_data=representative,
-                  calibration_steps=run.config["quantize"]["calibration_steps"])
+                  calibration_steps=run.config["quantize"]["calibration_steps"],
+                  strip_names=strip_names(run))
     report = run.report(path, run.dataset.test)
     sizes = file_sizes(path)
     latency = benchmark_tflite(path, threads=cfg["threads"], runs=cfg["latency_runs"])

@@ -106,6 +106,31 @@ def test_regression_file_predicts_targets_in_their_own_units(regression_run):
     assert rmse < float(np.std(data.y_test)) * 0.95  # better than the mean, in raw units
 
 
+def test_export_strip_names_redoes_only_the_export_with_the_same_outputs(regression_run,
+                                                                        tmp_path):
+    import shutil
+
+    out, config, card = regression_run
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    stripped = _config({"dataset": "diabetes", "task": "regression",
+                        "export": {"strip_names": True}})
+    lines = []
+    new_card = optimize(stripped, str(again), overwrite=True, log=lines.append)
+    export = next(s for s in new_card["stages"] if s["name"] == "export")
+    assert "tensor names left out" in export["summary"]
+    # Only the export stage ran again (its configuration changed).
+    before = {s["name"]: s for s in card["stages"]}
+    for stage in new_card["stages"]:
+        if stage["name"] != "export":
+            assert stage["metrics"] == before[stage["name"]]["metrics"]
+    assert export["metrics"]["size_bytes"] < before["export"]["metrics"]["size_bytes"]
+    assert export["metrics"]["rmse"] == before["export"]["metrics"]["rmse"]
+    x = np.random.default_rng(0).standard_normal((8, 10)).astype("float32")
+    np.testing.assert_array_equal(TFLiteModel(str(again / "model.tflite")).predict(x),
+                                  TFLiteModel(str(out / "model.tflite")).predict(x))
+
+
 # -- regression under a budget ------------------------------------------------------------
 
 def test_regression_search_meets_max_rmse_and_size(tmp_path, monkeypatch):

@@ -868,8 +868,9 @@ def export_stage(run, workdir):
         agreed = f"top-1 agreement with the float model {agreement.top1_agreement:.1%}"
         extra = {"confusion_matrix": np.asarray(report.confusion_matrix).tolist(),
                  "class_names": [str(c) for c in report.class_names]}
+    names = ", tensor names left out" if strip_names(run) else ""
     return {"summary": f"{quantization} TFLite file of the {source_stage} model"
-                       f"{quantization_note}, run with LiteRT ({agreed})",
+                       f"{quantization_note}{names}, run with LiteRT ({agreed})",
             "metrics": metrics, "artifact": name,
             "extra": {"quantization": quantization, "source": source_stage,
                       "agreement": agreement.to_dict(), **extra}}
